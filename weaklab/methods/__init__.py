@@ -1,0 +1,121 @@
+"""Methods: one file per paper plus ``baselines``; registered by name on import.
+
+A method is a small class holding its own explicit state (pseudo labels, class prior,
+GMM posteriors, sampler weights). The engine owns everything else (optimizer, schedule,
+evaluation, early stopping, checkpoints) and calls, per trial:
+
+    m = METHODS.get(name)(hp, num_classes=K, device=dev, seed=seed)
+    m.init_state(data)                               # once, before epoch 0
+    for epoch in range(epochs):
+        for idx in m.batches(data, epoch, batch_size):   # index tensors on the device
+            loss = m.loss(model, data, idx, epoch)       # under autocast on GPU
+            ...backward, step...
+        extra = m.end_epoch(model, data, epoch)          # per-epoch updates; returns metrics
+        if m.reinit_requested: ...engine re-initialises model + optimizer (two-stage methods)
+        probs = m.predict(model, x) for each eval split  # (N,K) probabilities, or scores if multilabel
+        diag = m.diagnostics(data)                       # the ONLY place that may read data.hidden
+
+Hyperparameters are a frozen dataclass ``Hparams`` whose fields are the paper's symbols
+(config keys ``hp.<field>``) and whose ``__post_init__`` validates with a one-line error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from weaklab.registry import ConfigError, Registry, import_submodules
+from weaklab.settings import WeakData
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class NoHparams:
+    """A method without hyperparameters."""
+
+
+class Method:
+    name: ClassVar[str] = ""
+    consumes: ClassVar[tuple[str, ...]] = ()
+    """WeakData kinds this method trains on (``noisy``, ``quantized``, ``partial``, ``bags``, ``multilabel``)."""
+    Hparams: ClassVar[type] = NoHparams
+    head: ClassVar[str] = "linear"
+    state_keys: ClassVar[tuple[str, ...]] = ()
+    """attribute names of tensors saved in checkpoints (pseudo labels, priors, ...)"""
+
+    def __init__(self, hp: Any, *, num_classes: int, device: torch.device | str = "cpu", seed: int = 0):
+        self.hp = hp
+        self.num_classes = num_classes
+        self.device = torch.device(device)
+        self.rng = np.random.default_rng([seed, 7])  # method-side numpy draws (Beta, sampling), own stream
+        self.reinit_requested = False
+
+    # -- per trial -----------------------------------------------------------------------
+    def init_state(self, data: WeakData) -> None:
+        """Set up explicit state from the weak data (never from ``data.hidden``)."""
+
+    def batches(self, data: WeakData, epoch: int, batch_size: int) -> Iterator[Tensor]:
+        """Index tensors of one epoch; default: a random permutation cut into batches."""
+        perm = torch.randperm(data.n, device=data.x.device)
+        yield from perm.split(batch_size)
+
+    def loss(self, model: torch.nn.Module, data: WeakData, idx: Tensor, epoch: int) -> Tensor:
+        raise NotImplementedError
+
+    def end_epoch(self, model: torch.nn.Module, data: WeakData, epoch: int) -> dict[str, float]:
+        """Per-epoch updates (pseudo labels, priors, GMMs, OT); returns extra metrics."""
+        return {}
+
+    @torch.no_grad()
+    def predict(self, model: torch.nn.Module, x: Tensor) -> Tensor:
+        """Class probabilities ``(N, K)`` (rows sum to one), or per-label scores for multi-label."""
+        return F.softmax(model(x).float(), dim=1)
+
+    def diagnostics(self, data: WeakData) -> dict[str, float]:
+        """Diagnostics against the hidden truth (pseudo-label accuracy, selection precision)."""
+        return {}
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.state_keys if getattr(self, k, None) is not None}
+        d["_rng"] = self.rng.bit_generator.state
+        return d
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        for k in self.state_keys:
+            if k in d:
+                setattr(self, k, d[k].to(self.device) if isinstance(d[k], Tensor) else d[k])
+        if "_rng" in d:
+            self.rng.bit_generator.state = d["_rng"]
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: registers ``cls`` under ``cls.name`` (duplicates raise)."""
+    if not cls.name or not cls.consumes:
+        raise ValueError(f"{cls.__name__} must set name and consumes")
+    return METHODS.add(cls.name, cls)
+
+
+def method_hparams(name: str, values: dict[str, Any]) -> Any:
+    """Build (and so validate) method ``name``'s Hparams from ``{field: value}``."""
+    cls = METHODS.get(name) if name in METHODS else None
+    if cls is None:
+        raise ConfigError(f"method={name!r} is not allowed: one of {', '.join(METHODS.names())}")
+    allowed = {f.name for f in dataclasses.fields(cls.Hparams)}
+    for k in values:
+        if k not in allowed:
+            raise ConfigError(f"hp.{k} is not a hyperparameter of method {name!r}; allowed: "
+                              f"{', '.join(sorted(allowed)) or 'none'}")
+    return cls.Hparams(**values)
+
+
+import_submodules(__name__, __path__)
