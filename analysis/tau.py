@@ -1,0 +1,116 @@
+"""Paper 002 (Collier et al.): Fig. 1 (noisy-test log-likelihood against tau, a curve per
+training S, homoscedastic as a band) and Table 1 (homoscedastic, tau = 1, tau* with
+paired two-tailed t-tests against tau*), from the ``tau-sweep`` Parquet.
+
+Every number is taken at each trial's best-validation epoch (``best.*``), the checkpoint
+the paper evaluates. tau* (and the training S it goes with) maximises the mean
+validation log-likelihood over seeds, as in sec. 5.1.1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from analysis import register_report
+from analysis.stats import bootstrap_ci, completed, markdown_table, mean_std, paired_ttest, stars
+
+LL, ACC, CLEAN, VAL = "best.test_noisy_ll", "best.test_noisy_acc", "best.test_acc", "best.val_ll"
+
+
+def tau_curve(trials: pd.DataFrame, metric: str = LL) -> pd.DataFrame:
+    """Per (training S, tau): mean and bootstrap 95% CI over seeds of ``metric``."""
+    het = completed(trials)
+    het = het[het["method"] == "heteroscedastic"]
+    rows = []
+    for (s, tau), g in het.groupby(["hp.train_samples", "hp.tau"]):
+        lo, hi = bootstrap_ci(g[metric])
+        rows.append({"S": int(s), "tau": float(tau), "mean": g[metric].mean(), "lo": lo, "hi": hi, "n": len(g)})
+    return pd.DataFrame(rows)
+
+
+def select_tau_star(trials: pd.DataFrame) -> tuple[float, int]:
+    """(tau*, S*) maximising mean validation LL over seeds."""
+    het = completed(trials)
+    het = het[het["method"] == "heteroscedastic"]
+    means = het.groupby(["hp.tau", "hp.train_samples"])[VAL].mean()
+    tau, s = means.idxmax()
+    return float(tau), int(s)
+
+
+def figure_1(trials: pd.DataFrame, out: Path, metric: str = LL, name: str = "fig1_noisy_test_ll.png") -> Path:
+    curve = tau_curve(trials, metric)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for s, g in curve.groupby("S"):
+        g = g.sort_values("tau")
+        ax.plot(g["tau"], g["mean"], marker="o", ms=3, label=f"heteroscedastic, S={s}")
+        ax.fill_between(g["tau"], g["lo"], g["hi"], alpha=0.2)
+    hom = completed(trials)
+    hom = hom[hom["method"] == "homoscedastic"][metric]
+    if len(hom):
+        lo, hi = bootstrap_ci(hom)
+        ax.axhline(hom.mean(), color="k", ls="--", lw=1, label="homoscedastic")
+        ax.axhspan(lo, hi, color="k", alpha=0.1)
+    ax.set_xscale("log")
+    ax.set_xlabel("softmax temperature τ")
+    ax.set_ylabel({LL: "noisy test log-likelihood", ACC: "noisy test accuracy"}.get(metric, metric))
+    ax.set_title("Paper 002 Fig. 1: mean over seeds, 95% bootstrap CI")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / name
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def table_1(trials: pd.DataFrame) -> pd.DataFrame:
+    """Rows homoscedastic, tau = 1 (at S*), tau* (at S*); columns LL, Acc, Acc_clean as
+    mean ± std with the paired t-test mark against tau*; p-values in their own columns."""
+    done = completed(trials)
+    tau_star, s_star = select_tau_star(done)
+    het = done[(done["method"] == "heteroscedastic") & (done["hp.train_samples"] == s_star)]
+    groups = {
+        "homoscedastic": done[done["method"] == "homoscedastic"],
+        f"τ = 1.0 (S={s_star})": het[np.isclose(het["hp.tau"], 1.0)],
+        f"τ* = {tau_star:g} (S={s_star})": het[np.isclose(het["hp.tau"], tau_star)],
+    }
+    star = f"τ* = {tau_star:g} (S={s_star})"
+    ref = groups[star].set_index("seed")
+    rows = {}
+    for name, g in groups.items():
+        g = g.set_index("seed")
+        row = {}
+        for col, label in ((LL, "LL"), (ACC, "Acc"), (CLEAN, "Acc_clean")):
+            seeds = g.index.intersection(ref.index)
+            p = float("nan") if name == star else paired_ttest(g.loc[seeds, col], ref.loc[seeds, col])
+            m, s = mean_std(g[col])
+            row[label] = f"{m:.3f} ± {s:.3f}{stars(p)}" if m == m else "n/a"
+            row[f"p({label})"] = p
+        row["seeds"] = len(g)
+        rows[name] = row
+    return pd.DataFrame(rows).T
+
+
+@register_report("tau-sweep")
+def report(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> str:
+    if completed(trials).empty:
+        return "No completed trials."
+    fig1 = figure_1(trials, out)
+    fig6 = figure_1(trials, out, metric=ACC, name="fig6_noisy_test_acc.png")
+    tau_star, s_star = select_tau_star(trials)
+    curve = tau_curve(trials)
+    tab = table_1(trials)
+    tab.index.name = "method"
+    return "\n".join([
+        "## Paper 002 Fig. 1: noisy-test log-likelihood against τ", "",
+        f"![Fig. 1]({fig1.name})", "", f"![Fig. 6 (App. C): noisy-test accuracy]({fig6.name})", "",
+        "## Paper 002 Table 1", "",
+        f"τ* = {tau_star:g} with training S = {s_star}, picked on mean validation log-likelihood. "
+        "Marks: paired two-tailed t-test against τ* over seeds (* p<0.05, † p<0.01, ‡ p<0.001).", "",
+        markdown_table(tab), "",
+        "## τ curve (mean noisy-test LL, 95% bootstrap CI)", "",
+        markdown_table(curve.set_index(["S", "tau"]).round(4)), "",
+    ])

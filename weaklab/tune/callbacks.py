@@ -1,0 +1,114 @@
+"""Driver-side Tune callbacks: the Parquet writer and the progress line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+from ray import tune
+
+from weaklab import store
+from weaklab.tune.trainable import materialize
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _error_line(trial) -> str:
+    """The last 'SomeError: message' line of the trial's error file, for the Parquet row."""
+    text = ""
+    try:
+        text = trial.get_error() or ""
+    except Exception:
+        pass
+    if not text and getattr(trial, "error_file", None) and os.path.exists(trial.error_file):
+        with open(trial.error_file) as fh:
+            text = fh.read()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "Error" in ln.split(":")[0] or "Exception" in ln.split(":")[0]:
+            return ln[:2000]
+    return (lines[-1] if lines else "unknown error")[:2000]
+
+
+class ParquetCallback(tune.Callback):
+    """Writes each trial to ``study_dir`` as it ends (completed, failed or stopped)."""
+
+    def __init__(self, study_dir: str, study: str):
+        self.study_dir, self.study = study_dir, study
+        self.epochs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.meta: dict[str, dict[str, Any]] = {}
+        self.started: dict[str, str] = {}
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started.setdefault(trial.trial_id, _now())
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        meta = result.get("weaklab", {})
+        row = {k: result[k] for k in meta.get("keys", []) if k in result}
+        history = self.epochs[trial.trial_id]
+        # a trial restored from a checkpoint repeats no epoch, but drop any duplicate anyway
+        history[:] = [h for h in history if h["epoch"] < row.get("epoch", 0)] + [row]
+        if "history" in meta:
+            history[:] = json.loads(meta.pop("history"))
+        self.meta[trial.trial_id] = meta
+
+    def _write(self, trial, status: str, error: str = "") -> None:
+        tid = trial.trial_id
+        meta = self.meta.get(tid, {})
+        history = self.epochs.get(tid, [])
+        if status == "completed" and not meta.get("last", False):
+            status = "stopped"  # ended by a scheduler (ASHA) or a stopper before its last epoch
+        res = trial.placement_group_factory.required_resources if trial.placement_group_factory else {}
+        extra = {"retries": int(getattr(trial.run_metadata, "num_failures", 0)),
+                 "wall_s": float(meta.get("wall_s", 0.0)), "device": meta.get("device", ""),
+                 "node_ip": meta.get("node_ip", ""), "hostname": meta.get("hostname", ""),
+                 "cpus": float(res.get("CPU", 0)), "gpu_fraction": float(res.get("GPU", 0)),
+                 "started_at": self.started.get(tid, ""), "ended_at": _now()}
+        row = store.trial_row(study=self.study, trial_id=tid, config=materialize(trial.config), status=status,
+                              history=history, error=error, extra=extra)
+        store.write_trial(self.study_dir, row, history)
+        self.epochs.pop(tid, None)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._write(trial, "completed")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._write(trial, "failed", _error_line(trial))
+
+
+class ProgressCallback(tune.Callback):
+    """One line per finished trial: done/total, the trial's result and the best so far."""
+
+    def __init__(self, total: int, metric: str, mode: str, stream=sys.stdout):
+        self.total, self.metric, self.mode, self.stream = total, metric, mode, stream
+        self.done, self.best, self.last = 0, None, {}
+        self.t0 = time.time()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.metric in result:
+            self.last[trial.trial_id] = result[self.metric]
+
+    def _line(self, trial, status: str) -> None:
+        self.done += 1
+        value = self.last.get(trial.trial_id)
+        if value is not None and (self.best is None or (value > self.best if self.mode == "max" else value < self.best)):
+            self.best = value
+        cfg = materialize(trial.config)
+        shown = " ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in cfg.items() if k.startswith("hp."))
+        val = "-" if value is None else f"{value:.4f}"
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        print(f"[{self.done}/{self.total} {time.time() - self.t0:6.0f}s] {status:9s} {cfg.get('label', cfg['method'])} "
+              f"seed={cfg.get('seed')} {shown} {self.metric}={val} | best so far {best}", file=self.stream, flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._line(trial, "done")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._line(trial, "FAILED")

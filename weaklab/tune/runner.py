@@ -1,0 +1,306 @@
+"""Builds and runs the Tuner of a study: validation first, then Ray.
+
+Order of work, so bad input never reaches Ray: resolve the study (dataset preset,
+``--smoke``, ``--seeds``), expand it into flat trial configs with ``--set`` applied,
+validate every config (``parse_trial``) and the resources, build each distinct weak
+dataset once on the driver (dataset-dependent checks, and a warm cache), check the
+cluster (``weaklab.tune.cluster.preflight``), and only then start or join Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any, Sequence
+
+from weaklab.registry import ConfigError
+
+SEARCHES = ("grid", "optuna")
+SCHEDULERS = ("none", "asha")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """Options of ``weaklab run`` that are not part of the study itself."""
+
+    results: str = "results"
+    """folder holding one folder per study (Parquet)"""
+    storage: str | None = None
+    """Tune experiment storage (local path or cloud URI); default RESULTS/_tune"""
+    address: str | None = None
+    """Ray cluster to join ('auto' or host:port); None starts Ray locally"""
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    """a fraction in (0, 1] packs trials on one GPU; a whole number gives each trial that many"""
+    search: str = "grid"
+    num_samples: int | None = None
+    """trials sampled by Optuna (default: as many as the grid has points)"""
+    scheduler: str = "none"
+    max_failures: int = 1
+    """retries of a trial that raised or lost its node (resumed from its last checkpoint)"""
+    max_concurrent: int | None = None
+    resume: bool = False
+    verbose: bool = True
+
+    def __post_init__(self):
+        from weaklab.registry import check
+
+        check(self.cpus_per_trial > 0, "--cpus-per-trial", self.cpus_per_trial, "a number of CPUs > 0")
+        g = self.gpus_per_trial
+        check(g == 0 or 0 < g <= 1 or float(g).is_integer(), "--gpus-per-trial", g,
+              "0, a fraction in (0, 1], or a whole number of GPUs")
+        check(g >= 0, "--gpus-per-trial", g, "0, a fraction in (0, 1], or a whole number of GPUs")
+        check(self.search in SEARCHES, "--search", self.search, " or ".join(SEARCHES))
+        check(self.scheduler in SCHEDULERS, "--scheduler", self.scheduler, " or ".join(SCHEDULERS))
+        check(self.num_samples is None or self.num_samples >= 1, "--num-samples", self.num_samples, "an integer >= 1")
+        check(self.num_samples is None or self.search == "optuna", "--num-samples", self.num_samples,
+              "only with --search optuna (grid search runs every point of the study's grid)")
+        check(self.max_failures >= 0, "--max-failures", self.max_failures, "an integer >= 0")
+        check(self.max_concurrent is None or self.max_concurrent >= 1, "--max-concurrent", self.max_concurrent,
+              "an integer >= 1")
+
+
+def study_dir_name(name: str, smoke: bool) -> str:
+    # a smoke run never mixes its rows into the real study's Parquet
+    return f"{name}-smoke" if smoke else name
+
+
+def prepare(name: str, *, smoke: bool = False, dataset: str | None = None, data_root: str | None = None,
+            seeds: int | None = None, sets: dict[str, Any] | Sequence[str] | None = None,
+            build_data: bool = True) -> tuple[Any, list[dict[str, Any]]]:
+    """(resolved study, validated trial configs). Raises ConfigError on any bad value."""
+    from studies import expand, get_study, parse_sets, resolve
+    from weaklab.config import parse_trial
+
+    study = resolve(get_study(name), dataset=dataset, smoke=smoke, seeds=seeds)
+    if sets is not None and not isinstance(sets, dict):
+        sets = parse_sets(sets)
+    configs = expand(study, sets=sets, data_root=data_root)
+    parsed = [parse_trial(c) for c in configs]
+    if build_data:
+        _build_weak_data(parsed)
+    return study, configs
+
+
+def _build_weak_data(parsed) -> None:
+    """Each distinct weak dataset once, here on the driver: dataset-dependent checks
+    (a missing --data-root folder, a bag size larger than the data) fail before Ray."""
+    from weaklab.engine import _dataset
+    from weaklab.settings import make_weak_data
+
+    seen = set()
+    for t in parsed:
+        key = (t.dataset, t.data_root, t.setting, repr(t.setting_params), t.seed)
+        if key not in seen:
+            seen.add(key)
+            make_weak_data(_dataset(t.dataset, t.data_root, 0), t.setting, t.setting_params, t.seed)
+
+
+def _optuna_space(configs: list[dict[str, Any]], study) -> tuple[Any, list[dict[str, Any]]]:
+    """Define-by-run space: pick an arm, then each of its grid keys as a distribution
+    (log-uniform for positive numeric ranges spanning >= 10x, uniform/int otherwise,
+    categorical for the rest), then a seed."""
+    from studies import expand
+
+    bases, spaces = [], []
+    for arm in study.arms:
+        arm_cfgs = [c for c in configs if c["label"] == (arm.label or arm.method)]
+        if not arm_cfgs:
+            continue
+        varying = {k: sorted({c[k] for c in arm_cfgs}, key=str) for k in arm_cfgs[0] if k != "seed"
+                   and len({repr(c[k]) for c in arm_cfgs}) > 1}
+        bases.append(arm_cfgs[0])
+        spaces.append(varying)
+    seeds = sorted({c["seed"] for c in configs})
+
+    def space(trial):
+        arm = trial.suggest_categorical("arm", list(range(len(bases))))
+        for k, values in spaces[arm].items():
+            name = f"{arm}:{k}"
+            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            if numeric and len(values) > 2:
+                lo, hi = min(values), max(values)
+                if all(isinstance(v, int) for v in values):
+                    trial.suggest_int(name, lo, hi, log=lo > 0 and hi / lo >= 10)
+                else:
+                    trial.suggest_float(name, lo, hi, log=lo > 0 and hi / lo >= 10)
+            else:
+                trial.suggest_categorical(name, values)
+        trial.suggest_categorical("seed", seeds)
+        return {"arms": bases}
+
+    return space, bases
+
+
+def run_study(name: str, *, smoke: bool = False, dataset: str | None = None, data_root: str | None = None,
+              seeds: int | None = None, sets: dict[str, Any] | Sequence[str] | None = None,
+              options: RunOptions | None = None, **option_kwargs) -> str:
+    """Run study ``name`` through Ray Tune; returns the folder holding its Parquet."""
+    opts = options or RunOptions(**option_kwargs)
+    study, configs = prepare(name, smoke=smoke, dataset=dataset, data_root=data_root, seeds=seeds, sets=sets)
+    study_dir = os.path.abspath(os.path.join(opts.results, study_dir_name(study.name, smoke)))
+    _preflight(opts)
+    _init_ray(opts)
+    if study.select_then_seeds:
+        return _run_select_then_seeds(study, configs, study_dir, opts, smoke)
+    _fit(study, configs, study_dir, opts, experiment=study_dir_name(study.name, smoke))
+    return study_dir
+
+
+def _preflight(opts: RunOptions) -> None:
+    try:
+        from weaklab.tune.cluster import preflight
+    except ImportError:
+        return
+    preflight(address=opts.address, storage=opts.storage, cpus_per_trial=opts.cpus_per_trial,
+              gpus_per_trial=opts.gpus_per_trial)
+
+
+def _init_ray(opts: RunOptions) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # a checkpoint per epoch (so failed trials resume where they were) forces frequent
+    # experiment snapshots; Tune's warning about it would bury the progress lines
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if opts.address:
+        ray.init(address=opts.address, log_to_driver=False)
+    else:
+        ray.init(log_to_driver=False, include_dashboard=False)
+
+
+def _storage_path(opts: RunOptions) -> str:
+    if opts.storage:
+        return opts.storage
+    return os.path.abspath(os.path.join(opts.results, "_tune"))
+
+
+def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions, *, experiment: str,
+         phase: str | None = None) -> None:
+    from ray import tune
+
+    from weaklab import store
+    from weaklab.tune.callbacks import ParquetCallback, ProgressCallback
+    from weaklab.tune.trainable import weaklab_trainable
+
+    storage = _storage_path(opts)
+    exp_path = storage.rstrip("/") + "/" + experiment
+    trainable = tune.with_resources(weaklab_trainable, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
+    if opts.resume:
+        tuner = _restore(exp_path, trainable, opts)
+    else:
+        stored = store.stored_trial_ids(study_dir)
+        if stored and phase is not None:  # select-then-seeds: only this phase's rows count
+            stored = {t for t in stored if phase == "select"} if phase == "select" else set(
+                store.load_study(study_dir)[0].query("phase == @phase")["trial_id"])
+        if stored:
+            raise ConfigError(f"--results: {study_dir} already holds {len(stored)} trials of this study; add --resume "
+                              f"to continue it, or choose another --results folder (or delete that one) to start afresh")
+        n = len(configs) if opts.search == "grid" else (opts.num_samples or len(configs))
+        search_alg, param_space = None, {"trial": tune.grid_search(configs)}
+        if opts.search == "optuna":
+            from ray.tune.search.optuna import OptunaSearch
+
+            space, _ = _optuna_space(configs, study)
+            search_alg = OptunaSearch(space=space, metric=study.metric, mode=study.mode,
+                                      seed=0)
+            param_space = {}
+        scheduler = None
+        if opts.scheduler == "asha":
+            from ray.tune.schedulers import ASHAScheduler
+
+            scheduler = ASHAScheduler(grace_period=max(1, int(configs[0].get("train.epochs", 10)) // 10))
+        callbacks = [ParquetCallback(study_dir, study.name)]
+        if opts.verbose:
+            callbacks.append(ProgressCallback(n, study.metric, study.mode))
+        tuner = tune.Tuner(
+            trainable, param_space=param_space,
+            tune_config=tune.TuneConfig(metric=study.metric, mode=study.mode, search_alg=search_alg,
+                                        scheduler=scheduler, num_samples=1 if opts.search == "grid" else n,
+                                        reuse_actors=True, max_concurrent_trials=opts.max_concurrent),
+            run_config=tune.RunConfig(name=experiment, storage_path=storage, callbacks=callbacks, verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+        )
+    tuner.fit()
+
+
+def _restore(exp_path: str, trainable, opts: RunOptions):
+    from ray import tune
+
+    fresh = "delete that folder and the study's results folder (or pick new --results/--storage) and run without --resume"
+    try:
+        ok = tune.Tuner.can_restore(exp_path)
+    except Exception as e:
+        raise ConfigError(f"--resume: cannot read the experiment state at {exp_path} ({type(e).__name__}); {fresh}") from None
+    if not ok:
+        raise ConfigError(f"--resume: no experiment state at {exp_path}; start it without --resume")
+    try:
+        return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"--resume: the experiment state at {exp_path} is corrupt or truncated ({msg[:200]}); {fresh}") from None
+
+
+def _run_select_then_seeds(study, configs, study_dir: str, opts: RunOptions, smoke: bool) -> str:
+    """Phase 'select': every grid point at the first seed; phase 'final': all seeds at the
+    hyperparameters each arm scored best on ``study.metric`` per point of ``study.grid``."""
+    from weaklab import store
+
+    base = study_dir_name(study.name, smoke)
+    first_seed = min(c["seed"] for c in configs)
+    select = [{**c, "phase": "select"} for c in configs if c["seed"] == first_seed]
+
+    def stored_phase(phase: str) -> int:
+        if not store.stored_trial_ids(study_dir):
+            return 0
+        return int((store.load_study(study_dir)[0]["phase"] == phase).sum())
+
+    if stored_phase("select") < len(select):
+        _fit(study, select, study_dir, opts, experiment=f"{base}-select", phase="select")
+    trials, _ = store.load_study(study_dir)
+    final = _chosen_configs(study, configs, trials[trials["phase"] == "select"])
+    _fit(study, final, study_dir, dataclasses.replace(opts, resume=opts.resume and _has_state(opts, f"{base}-final")),
+         experiment=f"{base}-final", phase="final")
+    return study_dir
+
+
+def _has_state(opts: RunOptions, experiment: str) -> bool:
+    return os.path.isdir(os.path.join(_storage_path(opts), experiment))
+
+
+def _norm(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def _same(a, b) -> bool:
+    a, b = _norm(a), _norm(b)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9)
+    return a == b
+
+
+def _chosen_configs(study, configs: list[dict[str, Any]], select_trials) -> list[dict[str, Any]]:
+    """The configs (all seeds) whose arm hyperparameters match each arm's best select trial."""
+    metric = f"final.{study.metric}"
+    better = (lambda a, b: a > b) if study.mode == "max" else (lambda a, b: a < b)
+    best: dict[tuple, Any] = {}
+    for _, row in select_trials.iterrows():
+        value = row.get(metric)
+        if row["status"] != "completed" or value is None or value != value:
+            continue
+        key = (row["label"], tuple(repr(_norm(row.get(k))) for k in study.grid))
+        if key not in best or better(value, best[key][metric]):
+            best[key] = row
+    out = []
+    for c in configs:
+        chosen = best.get((c["label"], tuple(repr(_norm(c.get(k))) for k in study.grid)))
+        if chosen is None:
+            continue
+        arm = next(a for a in study.arms if (a.label or a.method) == c["label"])
+        if all(_same(c.get(k), chosen.get(k)) for k in arm.grid):
+            out.append({**c, "phase": "final"})
+    return out
