@@ -1,0 +1,350 @@
+"""Learning from label proportions: DLLP and the two-stage PLOT of paper 003 (Liu et al.).
+
+A re-implementation from the paper (no reference code is used; none is public for PLOT).
+
+Stage one, ``dllp`` (Ardehaly & Culotta 2017, as the paper states it in sec. 2 and 3.3):
+the cross-entropy between each bag's proportions p_i and the bag's mean prediction,
+trained on whole bags per step:
+
+    L_DLLP = 1/m sum_i  - sum_k p_i^k log( 1/n_i sum_j p_phi(k | x_ij) )
+
+Stage two, ``plot`` (Algorithm 1): starting from the stage-one model, alternate
+  (a) training on pseudo labels q with symmetric cross-entropy (eq. 8-9) and mixup, and
+  (b) once per epoch, re-solving the per-bag OT problem between the bag's instances
+      (mass 1/n_i) and its proportions with cost -log p (eq. 4 exact -> hard labels by
+      eq. 6; eq. 7 entropic with weight 1/lambda -> soft labels).
+One ``plot`` trial runs ``stage1_epochs`` of DLLP first (the teacher), or loads a teacher
+from ``stage1_checkpoint`` (an earlier trial's ``state.pt``). The Table 3 ablation
+switches are hyperparameters: ``loss`` (ce / sce), ``ot`` (False: pseudo labels from the
+predictions themselves), ``mixup``; ``avg_last`` averages the last T label sets
+(the paper's TD_OT_5 and the five-epoch prediction mean of its no-OT rows).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch.nn import functional as F
+
+from weaklab.methods import Method, register_method
+from weaklab.ot import SOLVERS, bag_layout, ot_pseudo_labels
+from weaklab.registry import ConfigError, check
+from weaklab.settings import WeakData
+
+Tensor = torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------
+# the math, as plain functions
+# ---------------------------------------------------------------------------------------
+
+def dllp_loss(logits: Tensor, bag: Tensor, proportions: Tensor) -> Tensor:
+    """Mean over the bags present of -sum_k p_i^k log(mean_j p(k|x_ij)).
+
+    ``bag`` (n,) holds the bag id of each row of ``logits`` (n, K); ``proportions`` is the
+    full (B, K) table. Bags are averaged with equal weight, as DLLP does.
+    """
+    probs = F.softmax(logits.float(), dim=1)
+    ids, local = torch.unique(bag, return_inverse=True)
+    sums = torch.zeros(len(ids), probs.shape[1], device=probs.device).index_add_(0, local, probs)
+    sizes = torch.bincount(local, minlength=len(ids)).clamp_min(1).unsqueeze(1)
+    mean_p = sums / sizes
+    return -(proportions[ids].float() * torch.log(mean_p.clamp_min(1e-12))).sum(1).mean()
+
+
+def symmetric_ce(logits: Tensor, q: Tensor, *, alpha: float, beta: float, A: float = -4.0) -> Tensor:
+    """Symmetric cross-entropy (eq. 9, weighted as in Wang et al. 2019, whose settings the
+    paper adopts): alpha * H(p, q) + beta * H(q, p).
+
+    L_CE = -sum_k q_k log p_k (the pseudo label q as target); L_RCE = -sum_k p_k log q_k
+    (eq. 8) with log 0 := A (Wang et al. use A = -4), i.e. log q clamped below at A.
+    """
+    logp = F.log_softmax(logits.float(), dim=1)
+    ce = -(q * logp).sum(1)
+    rce = -(logp.exp() * torch.log(q.clamp_min(1e-30)).clamp_min(A)).sum(1)
+    return (alpha * ce + beta * rce).mean()
+
+
+def soft_ce(logits: Tensor, q: Tensor) -> Tensor:
+    """Cross-entropy with (possibly soft) targets: the objective of eq. 3 for fixed Q."""
+    return -(q * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+
+
+def mixup(x: Tensor, q: Tensor, *, lam: float, perm: Tensor) -> tuple[Tensor, Tensor]:
+    """x = lam x_i + (1 - lam) x_j and y = lam y_i + (1 - lam) y_j for the pairs (i, perm[i])."""
+    return lam * x + (1 - lam) * x[perm], lam * q + (1 - lam) * q[perm]
+
+
+def flip_crop(x: Tensor, *, pad: int = 4) -> Tensor:
+    """Random horizontal flip and random crop with zero padding (paper sec. 5.2), on the device."""
+    B, C, H, W = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (B,), device=x.device)
+    dx = torch.randint(0, 2 * pad + 1, (B,), device=x.device)
+    rows = (dy[:, None] + torch.arange(H, device=x.device))[:, :, None]  # (B, H, 1)
+    cols = (dx[:, None] + torch.arange(W, device=x.device))[:, None, :]  # (B, 1, W)
+    out = xp.permute(0, 2, 3, 1)[torch.arange(B, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+    flip = torch.rand(B, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+@torch.no_grad()
+def predict_log_probs(model: torch.nn.Module, x: Tensor, *, chunk: int = 1024) -> Tensor:
+    """log p_phi(k|x) of every row of x in eval mode (the OT cost is -log p, eq. 4)."""
+    was = model.training
+    model.eval()
+    out = torch.cat([F.log_softmax(model(xb).float(), dim=1) for xb in x.split(chunk)])
+    model.train(was)
+    return out
+
+
+def bag_proportion_l1(logp: Tensor, bag: Tensor, proportions: Tensor) -> float:
+    """Mean over bags of |mean prediction - p_i|_1: how far the model is from the proportions."""
+    B, K = proportions.shape
+    sums = torch.zeros(B, K, device=logp.device).index_add_(0, bag, logp.exp())
+    mean_p = sums / torch.bincount(bag, minlength=B).clamp_min(1)[:, None]
+    return (mean_p - proportions.float()).abs().sum(1).mean().item()
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "_orig_mod", model)  # torch.compile wraps the module
+
+
+def load_teacher(path: str, device: torch.device) -> dict[str, Tensor]:
+    """Model weights from an earlier trial's checkpoint: the engine's ``state.pt`` (or its
+    folder), whose ``model`` entry is the state dict, or a bare state dict."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "state.pt")
+    state = torch.load(path, map_location=device, weights_only=True)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ConfigError(f"hp.stage1_checkpoint={path!r} is not allowed: a checkpoint holding model weights")
+    return state
+
+
+# ---------------------------------------------------------------------------------------
+# hyperparameters
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DLLPHparams:
+    augment: bool = False
+    """random crop (pad 4) + horizontal flip on the device (paper sec. 5.2; images only)"""
+    track_ot: bool = True
+    """solve the exact OT on the predictions every epoch, for the TD / TD_OT diagnostics of Fig. 3"""
+    solver: str = "auto"
+    """auto (POT for exact OT, batched Sinkhorn for entropic) | batched | pot"""
+
+    def __post_init__(self):
+        check(self.solver in ("auto", *SOLVERS), "hp.solver", self.solver, f"one of auto, {', '.join(SOLVERS)}")
+
+
+@dataclass(frozen=True)
+class PLOTHparams(DLLPHparams):
+    stage1_epochs: int = 0
+    """DLLP epochs before the OT stage (0: the teacher comes from ``stage1_checkpoint``)"""
+    stage1_checkpoint: str = ""
+    """path of an earlier trial's checkpoint (state.pt or its folder) holding the teacher"""
+    student_init: str = "teacher"
+    """teacher: stage two starts from the teacher's weights with a fresh optimizer | scratch:
+    from the initial weights (a new student) | continue: same weights and optimizer"""
+    labels: str = "hard"
+    """hard: exact OT, eq. 4 + eq. 6 | soft: entropic OT, eq. 7"""
+    lam: float = 25.0
+    """lambda of eq. 5/7 (entropic weight 1/lambda; soft labels only). The paper gives no
+    value; 25 is Asano et al.'s, whose self-labelling PLOT follows"""
+    ot: bool = True
+    """False: pseudo labels are the model's own predictions (Table 3's L_CE / L_SCE rows)"""
+    avg_last: int = 1
+    """average the last T label sets (TD_OT_5 of Fig. 3 is 5; Table 3's no-OT rows use 5)"""
+    loss: str = "sce"
+    """sce (eq. 9) | ce (eq. 3)"""
+    sce_alpha: float = 0.1
+    """weight of L_CE in SCE (Wang et al.'s CIFAR-10 value; 6.0 for CIFAR-100)"""
+    sce_beta: float = 1.0
+    """weight of L_RCE in SCE (Wang et al.'s CIFAR-10 value; 0.1 for CIFAR-100)"""
+    sce_A: float = -4.0
+    """log 0 := A in L_RCE (Wang et al.)"""
+    mixup: bool = True
+    """mixup of instances and pseudo labels in stage two (Table 3's MIXUP)"""
+    mixup_alpha: float = 1.0
+    """Beta(alpha, alpha) of the mixing weight (the paper gives none; 1.0 is Zhang et al.'s CIFAR value)"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(isinstance(self.stage1_epochs, int) and self.stage1_epochs >= 0, "hp.stage1_epochs",
+              self.stage1_epochs, "an integer >= 0")
+        check(self.stage1_epochs > 0 or bool(self.stage1_checkpoint), "hp.stage1_epochs", self.stage1_epochs,
+              "> 0, or hp.stage1_checkpoint naming a first-stage model: the OT stage needs a first-stage model")
+        check(not self.stage1_checkpoint or os.path.exists(self.stage1_checkpoint), "hp.stage1_checkpoint",
+              self.stage1_checkpoint, "an existing checkpoint file or folder")
+        check(self.student_init in ("teacher", "scratch", "continue"), "hp.student_init", self.student_init,
+              "teacher, scratch or continue")
+        check(self.student_init != "continue" or self.stage1_epochs > 0, "hp.student_init", self.student_init,
+              "teacher or scratch when the teacher comes from hp.stage1_checkpoint")
+        check(self.labels in ("hard", "soft"), "hp.labels", self.labels, "hard or soft")
+        check(self.lam > 0, "hp.lam", self.lam, "an entropic weight lambda > 0")
+        check(isinstance(self.avg_last, int) and self.avg_last >= 1, "hp.avg_last", self.avg_last, "an integer >= 1")
+        check(self.loss in ("sce", "ce"), "hp.loss", self.loss, "sce or ce")
+        check(self.sce_alpha >= 0 and self.sce_beta >= 0 and self.sce_alpha + self.sce_beta > 0, "hp.sce_alpha",
+              (self.sce_alpha, self.sce_beta), "sce_alpha, sce_beta >= 0, not both 0")
+        check(self.sce_A < 0, "hp.sce_A", self.sce_A, "a constant < 0")
+        check(self.mixup_alpha > 0, "hp.mixup_alpha", self.mixup_alpha, "a Beta parameter > 0")
+
+
+# ---------------------------------------------------------------------------------------
+# methods
+# ---------------------------------------------------------------------------------------
+
+@register_method
+class DLLP(Method):
+    """Stage one: bag-level cross-entropy between proportions and the mean prediction."""
+
+    name = "dllp"
+    consumes = ("bags",)
+    Hparams = DLLPHparams
+    state_keys = ()
+
+    def init_state(self, data: WeakData) -> None:
+        self.layout = bag_layout(data.weak["bag"], data.weak["proportions"].shape[0])
+        self._diag: dict[str, Tensor] = {}
+
+    def _solver(self, lam: float | None) -> str:
+        if self.hp.solver != "auto":
+            return self.hp.solver
+        return "pot" if lam is None else "batched"  # measured fastest in benchmarks/bench_ot.py
+
+    def batches(self, data: WeakData, epoch: int, batch_size: int) -> Iterator[Tensor]:
+        """Whole bags per step: about ``batch_size`` instances, at least one bag."""
+        per_step = max(1, round(batch_size / self.layout.index.shape[1]))
+        order = torch.randperm(self.layout.num_bags, device=self.layout.index.device)
+        for group in order.split(per_step):
+            yield self.layout.index[group][self.layout.mask[group]]
+
+    def _inputs(self, data: WeakData, idx: Tensor) -> Tensor:
+        x = data.x[idx]
+        return flip_crop(x) if self.hp.augment else x
+
+    def loss(self, model, data, idx, epoch):
+        return dllp_loss(model(self._inputs(data, idx)), data.weak["bag"][idx], data.weak["proportions"])
+
+    def _ot(self, logp: Tensor, data: WeakData, lam: float | None) -> tuple[Tensor, float]:
+        t0 = time.perf_counter()
+        q = ot_pseudo_labels(logp, self.layout, data.weak["proportions"], lam=lam, solver=self._solver(lam))
+        if q.device.type == "cuda":
+            torch.cuda.synchronize(q.device)
+        return q, time.perf_counter() - t0
+
+    def end_epoch(self, model, data, epoch):
+        logp = predict_log_probs(model, data.x)
+        out = {"prop_l1": bag_proportion_l1(logp, data.weak["bag"], data.weak["proportions"])}
+        self._diag = {"train_acc": logp.argmax(1)}
+        if self.hp.track_ot:
+            q, out["ot_s"] = self._ot(logp, data, None)
+            self._diag["ot_acc"] = q.argmax(1)
+        return out
+
+    def diagnostics(self, data):
+        y = data.hidden["y"]
+        return {f"diag_{k}": (v == y).float().mean().item() for k, v in self._diag.items()}
+
+
+@register_method
+class PLOT(DLLP):
+    """Algorithm 1 after ``stage1_epochs`` of DLLP (or a loaded teacher)."""
+
+    name = "plot"
+    Hparams = PLOTHparams
+    state_keys = ("q", "q_hist", "teacher", "teacher_pending")
+
+    def init_state(self, data: WeakData) -> None:
+        super().init_state(data)
+        self.q: Tensor | None = None  # (N, K) pseudo labels used for training
+        self.q_hist: Tensor | None = None  # (T', N, K) the last T raw label sets
+        self.teacher: dict[str, Tensor] | None = None
+        self.teacher_pending = torch.tensor(False)
+        self._init_weights: dict[str, Tensor] | None = None
+        if self.hp.stage1_epochs == 0:
+            self.teacher = load_teacher(self.hp.stage1_checkpoint, self.device)
+            self.teacher_pending = torch.tensor(True)
+
+    # -- labels ----------------------------------------------------------------------------
+    def _raw_labels(self, logp: Tensor, data: WeakData) -> tuple[Tensor, dict[str, float]]:
+        """This epoch's labels: the OT plan's (eq. 4/6 or 7), or the predictions when ot=False."""
+        if not self.hp.ot:
+            return logp.exp(), {}
+        q, secs = self._ot(logp, data, None if self.hp.labels == "hard" else self.hp.lam)
+        return q, {"ot_s": secs}
+
+    def _push(self, raw: Tensor) -> None:
+        """Keep the last T raw label sets; training labels are their mean (argmax if hard, eq. 6)."""
+        hist = raw[None] if self.q_hist is None else torch.cat([self.q_hist, raw[None]])[-self.hp.avg_last:]
+        self.q_hist = hist
+        q = hist.mean(0)
+        self.q = F.one_hot(q.argmax(1), q.shape[1]).float() if self.hp.labels == "hard" else q
+
+    def _teacher_labels(self, model: torch.nn.Module, data: WeakData) -> None:
+        """Stage two's first Q from a loaded teacher (Alg. 1 Require)."""
+        net = _unwrap(model)
+        start = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        net.load_state_dict(self.teacher)
+        self._push(self._raw_labels(predict_log_probs(net, data.x), data)[0])
+        if self.hp.student_init == "scratch":
+            net.load_state_dict(start)
+            self.teacher = None
+        self.teacher_pending = torch.tensor(self.hp.student_init == "teacher")
+
+    def _ready(self, model: torch.nn.Module, data: WeakData | None = None) -> None:
+        """Put the teacher's weights back after the engine's re-initialisation (which gave a
+        fresh optimizer), and build the first Q from a loaded teacher."""
+        if self.q is None and data is not None and self.hp.stage1_epochs == 0:
+            self._teacher_labels(model, data)
+        if bool(self.teacher_pending) and self.teacher is not None and self.q is not None:
+            _unwrap(model).load_state_dict(self.teacher)
+            self.teacher, self.teacher_pending = None, torch.tensor(False)
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def loss(self, model, data, idx, epoch):
+        if epoch < self.hp.stage1_epochs:
+            return super().loss(model, data, idx, epoch)
+        self._ready(model, data)
+        x, q = self._inputs(data, idx), self.q[idx]
+        if self.hp.mixup:
+            lam = float(self.rng.beta(self.hp.mixup_alpha, self.hp.mixup_alpha))
+            x, q = mixup(x, q, lam=lam, perm=torch.randperm(len(idx), device=idx.device))
+        logits = model(x)
+        if self.hp.loss == "ce":
+            return soft_ce(logits, q)
+        return symmetric_ce(logits, q, alpha=self.hp.sce_alpha, beta=self.hp.sce_beta, A=self.hp.sce_A)
+
+    def end_epoch(self, model, data, epoch):
+        self._ready(model, data)
+        s1 = self.hp.stage1_epochs
+        logp = predict_log_probs(model, data.x)
+        out: dict[str, float] = {"prop_l1": bag_proportion_l1(logp, data.weak["bag"], data.weak["proportions"]),
+                                 "stage": 1.0 if epoch < s1 else 2.0}
+        self._diag = {"train_acc": logp.argmax(1)}
+        if epoch >= s1 - self.hp.avg_last:  # the teacher's last T epochs seed the average
+            raw, extra = self._raw_labels(logp, data)
+            out.update(extra)
+            self._push(raw)
+            self._diag["ot_acc" if self.hp.ot else "raw_acc"] = raw.argmax(1)
+            self._diag["pseudo_acc"] = self.q.argmax(1)
+        elif self.hp.track_ot:
+            q, out["ot_s"] = self._ot(logp, data, None)
+            self._diag["ot_acc"] = q.argmax(1)
+        if epoch == s1 - 1 and self.hp.student_init != "continue":
+            if self.hp.student_init == "teacher":
+                self.teacher = {k: v.detach().clone() for k, v in _unwrap(model).state_dict().items()}
+                self.teacher_pending = torch.tensor(True)
+            self.reinit_requested = True  # the engine re-initialises weights and the optimizer
+        return out
+
+    @torch.no_grad()
+    def predict(self, model, x):
+        self._ready(model)
+        return super().predict(model, x)
