@@ -122,7 +122,7 @@ def _voc_images(paths: list[str], size: int) -> torch.Tensor:
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
     for n, p in enumerate(paths):  # decoding JPEGs is per file by nature; done once per dataset load
         with Image.open(p) as im:
-            arr = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+            arr = np.array(im.convert("RGB").resize((size, size), Image.BILINEAR))  # a writable copy
         out[n] = torch.from_numpy(arr).permute(2, 0, 1)
     return out
 
