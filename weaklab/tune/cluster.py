@@ -297,10 +297,12 @@ def preflight(*, address: str | None, storage: str | None, cpus_per_trial: float
     config = autoscaler_config if autoscaler_config is not None else read_autoscaler_config()
     later = node_type_offers(config) + _gcs_node_groups()
     check_resources(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, offers=now + later)
-    if storage is not None and _multi_host(now, bool(later)) and not _storage_is_shared(storage):
-        raise ConfigError(f"--storage={storage!r} is not allowed on this cluster: it is a folder on this machine "
-                          f"but trials run on other machines too; give a URI every node can write "
-                          f"(s3://bucket/prefix) or a folder on a shared NFS mount")
+    if _multi_host(now, bool(later)) and not _storage_is_shared(storage):
+        what = ("--storage is not given, so Tune's state would go to a folder on this machine"
+                if storage is None else f"--storage={storage!r} is a folder on this machine")
+        raise ConfigError(f"{what}, but this cluster runs trials on other machines, which cannot write there; "
+                          f"give --storage a URI every node can write (s3://bucket/prefix; on a `ray up` cluster "
+                          f"\"$WEAKLAB_STORAGE\") or a folder on a shared NFS mount")
 
 
 def _local_gpus() -> int:
