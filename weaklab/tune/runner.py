@@ -169,7 +169,9 @@ def _init_ray(opts: RunOptions) -> None:
     if opts.address:
         ray.init(address=opts.address, log_to_driver=False)
     else:
-        ray.init(log_to_driver=False, include_dashboard=False)
+        # "local" starts a fresh instance; plain ray.init() would join any `ray start`
+        # cluster on this machine, which --address is for
+        ray.init(address="local", log_to_driver=False, include_dashboard=False)
 
 
 def _storage_path(opts: RunOptions) -> str:

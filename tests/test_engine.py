@@ -1,0 +1,76 @@
+import math
+
+import pytest
+import torch
+
+from studies import STUDIES, expand, resolve
+from weaklab.engine import run_trial
+
+
+def _cfg(method="heteroscedastic", **over):
+    cfg = next(c for c in expand(resolve(STUDIES.get("tau-sweep"), smoke=True)) if c["method"] == method)
+    cfg.update({"train.epochs": 3, "train.arch": "mlp", "train.width": 0.1, **over})
+    if method == "heteroscedastic":
+        cfg["hp.eval_samples"] = 50
+    return cfg
+
+
+TIMING = ("epoch_s", "method_s")
+
+
+def _strip(history):
+    return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
+
+
+def test_same_seed_same_run_on_cpu():
+    a, b = run_trial(_cfg()), run_trial(_cfg())
+    assert _strip(a.history) == _strip(b.history)
+    c = run_trial(_cfg(seed=1))
+    assert _strip(a.history) != _strip(c.history)
+
+
+def test_reports_every_split_and_the_selected_epoch():
+    seen = []
+    r = run_trial(_cfg(), on_epoch=lambda h, save, last: seen.append((dict(h[-1]), last)))
+    assert [s[1] for s in seen] == [False, False, True]
+    row = r.history[-1]
+    for k in ("train_loss", "val_acc", "val_ll", "test_acc", "test_ll", "test_noisy_acc", "test_noisy_ll",
+              "best_val_acc", "best_epoch"):
+        assert k in row and math.isfinite(row[k])
+    best = r.best
+    assert best["val_acc"] == max(h["val_acc"] for h in r.history)
+    assert row["best_val_acc"] == best["val_acc"]
+
+
+def test_checkpoint_restore_continues_exactly(tmp_path):
+    full = run_trial(_cfg(**{"train.epochs": 4}))
+    saved = {}
+
+    def stop_after_two(history, save, last):
+        if history[-1]["epoch"] == 2:
+            save(str(tmp_path))
+            saved["h"] = list(history)
+            raise KeyboardInterrupt  # simulate a node dying after epoch 2
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(_cfg(**{"train.epochs": 4}), on_epoch=stop_after_two)
+    resumed = run_trial(_cfg(**{"train.epochs": 4}), restore=str(tmp_path))
+    assert len(resumed.history) == 4
+    assert _strip(resumed.history) == _strip(full.history)
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    run_trial(_cfg(**{"train.epochs": 1}), on_epoch=lambda h, save, last: save(str(tmp_path)))
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert {"model", "optimizer", "method", "history", "torch_rng"} <= set(state)
+
+
+def test_early_stopping_uses_patience():
+    r = run_trial(_cfg(**{"train.epochs": 50, "train.patience": 1, "train.lr": 1e-7}))
+    assert r.stopped_early and len(r.history) < 50
+    assert len(r.history) - r.best_epoch == 1
+
+
+def test_nan_loss_raises():
+    with pytest.raises(FloatingPointError, match="loss became"):
+        run_trial(_cfg("homoscedastic", **{"train.lr": 1e30, "train.epochs": 3}))

@@ -1,0 +1,60 @@
+import torch
+from torch.nn import functional as F
+
+from weaklab.methods import METHODS, method_hparams
+from weaklab.methods.heteroscedastic import heteroscedastic_log_probs
+from weaklab.models import build_model
+
+
+def test_one_sample_zero_scale_is_the_softmax():
+    f = torch.randn(16, 10) * 3
+    lp = heteroscedastic_log_probs(f, torch.zeros_like(f), tau=1.0, samples=1)
+    assert torch.allclose(lp, F.log_softmax(f, 1), atol=1e-6)
+
+
+def test_temperature_scales_logits_without_noise():
+    f = torch.randn(8, 5)
+    lp = heteroscedastic_log_probs(f, torch.zeros_like(f), tau=2.5, samples=3)
+    assert torch.allclose(lp, F.log_softmax(f / 2.5, 1), atol=1e-6)
+
+
+def test_small_tau_approaches_argmax_probabilities():
+    """eq. 6: as tau -> 0 the MC softmax average tends to P(argmax_k u_k = c), estimated here
+    by counting argmaxes of the same reparametrised samples."""
+    torch.manual_seed(0)
+    f, sigma = torch.randn(4, 6), torch.rand(4, 6) + 0.5
+    S = 4000
+    torch.manual_seed(1)
+    p = heteroscedastic_log_probs(f, sigma, tau=1e-3, samples=S, chunk=S).exp()
+    torch.manual_seed(1)
+    eps = torch.randn(S, 4, 6)
+    counts = F.one_hot((f + sigma * eps).argmax(-1), 6).float().mean(0)
+    assert torch.allclose(p, counts, atol=1e-3)
+    assert torch.allclose(p.sum(1), torch.ones(4), atol=1e-5)
+
+
+def test_tiny_tau_stays_finite_and_normalised():
+    f, sigma = torch.randn(32, 10) * 10, torch.rand(32, 10) * 5
+    lp = heteroscedastic_log_probs(f, sigma, tau=0.025, samples=1000)
+    assert torch.isfinite(lp).all()
+    assert torch.allclose(lp.exp().sum(1), torch.ones(32), atol=1e-4)
+
+
+def test_gradients_flow_to_location_and_scale():
+    model = build_model("mlp", in_shape=(1, 8, 8), num_classes=10, head="heteroscedastic", width=0.05)
+    f, sigma = model(torch.randn(4, 1, 8, 8))
+    assert (sigma > 0).all()
+    lp = heteroscedastic_log_probs(f, sigma, tau=0.5, samples=10)
+    F.nll_loss(lp, torch.tensor([0, 1, 2, 3])).backward()
+    assert model.head.scale.weight.grad.abs().sum() > 0 and model.head.loc.weight.grad.abs().sum() > 0
+
+
+def test_registered_and_validated():
+    assert {"heteroscedastic", "homoscedastic"} <= set(METHODS.names())
+    import pytest
+    from weaklab.registry import ConfigError
+
+    for values, match in (({"tau": 0}, "hp.tau=0"), ({"tau": -1.0}, "hp.tau"), ({"train_samples": 0}, "hp.train_samples=0"),
+                          ({"eval_samples": 0}, "hp.eval_samples"), ({"temperature": 1}, "hp.temperature")):
+        with pytest.raises(ConfigError, match=match):
+            method_hparams("heteroscedastic", values)

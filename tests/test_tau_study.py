@@ -1,0 +1,38 @@
+"""The tau-sweep smoke study through Ray Tune end to end: Parquet, then the report."""
+
+import os
+
+import pandas as pd
+
+from analysis.report import write_report
+from weaklab.store import load_study
+from weaklab.tune.runner import run_study
+
+
+def test_tau_sweep_smoke_end_to_end(ray_local, tmp_path):
+    study_dir = run_study("tau-sweep", smoke=True, results=str(tmp_path), verbose=False)
+    assert study_dir.endswith("tau-sweep-smoke")
+    trials, epochs = load_study(study_dir)
+    assert len(trials) == 8 and set(trials["status"]) == {"completed"}
+    assert trials["trial_id"].is_unique
+    assert set(trials["method"]) == {"heteroscedastic", "homoscedastic"}
+    assert sorted(trials["hp.tau"].dropna().unique().tolist()) == [0.1, 1.0, 10.0]
+    assert (trials["epochs"] == 3).all() and len(epochs) == 8 * 3
+    assert trials["best.test_noisy_ll"].notna().all() and (trials["best.test_noisy_ll"] < 0).all()
+    assert (trials["wall_s"] > 0).all() and (trials["device"] == "cpu").all()
+    # epochs rows match the per-trial history and are keyed by trial
+    assert set(epochs["trial_id"]) == set(trials["trial_id"])
+    assert epochs.groupby("trial_id")["epoch"].apply(list).map(lambda e: e == [1, 2, 3]).all()
+
+    report = write_report(study_dir)
+    text = open(report).read()
+    assert "Table 1" in text and "τ*" in text
+    for png in ("fig1_noisy_test_ll.png", "fig6_noisy_test_acc.png"):
+        assert os.path.getsize(os.path.join(os.path.dirname(report), png)) > 5000
+
+    # a second run into the same folder must not mix studies silently
+    import pytest
+    from weaklab.registry import ConfigError
+
+    with pytest.raises(ConfigError, match="--resume"):
+        run_study("tau-sweep", smoke=True, results=str(tmp_path), verbose=False)
