@@ -107,9 +107,10 @@ def fit_gmm_1d(values: Tensor, mask: Tensor, *, iters: int = 30, reg: float = 5e
     floor ``reg`` fits every group. A group with fewer than ``min_count`` points or no
     spread gets posterior 1: nothing can be told apart there, so its labels stay clean.
 
-    Measured against scikit-learn's GaussianMixture(2) fitted per group on 2K = 20 groups of
-    3000 digits-multi losses (2-core CPU): ~6 ms here versus ~250 ms for the 20 sklearn fits
-    (each pays its own k-means init and Python overhead), so the batched torch EM is used.
+    Measured on the 2K = 20 groups of 3000 digits-multi labels (shared 2-core CPU, 1 thread):
+    0.10 s for this batched EM (30 iterations) versus 0.45 s for 20 scikit-learn
+    GaussianMixture(2, max_iter=10) fits (each pays its own k-means init and Python
+    overhead), so the batched torch EM is used; it also runs on the GPU with the data.
     """
     v, m = values.float(), mask.float()
     n = m.sum(1)
@@ -244,8 +245,8 @@ class BalanceMixHparams:
     """RandAugment num_ops for the two views of eq. 9"""
     ra_magnitude: int = 9
     """RandAugment magnitude (0..30)"""
-    ra_chunk: int = 16
-    """images sharing one draw of RandAugment ops"""
+    ra_chunk: int = 32
+    """images sharing one draw of RandAugment ops (per-image draws cost ~0.2 ms each: 1.2 s/epoch on digits-multi)"""
 
     def __post_init__(self):
         check(isinstance(self.alpha, (int, float)) and self.alpha > 0, "hp.alpha", self.alpha,
