@@ -80,9 +80,11 @@ def evaluate_splits(method: Method, model: torch.nn.Module, data: WeakData, batc
     """``<split>_<metric>`` for every split in ``data.evals`` (probabilities from method.predict)."""
     was_training = model.training
     model.eval()
-    out = {}
+    out, cache = {}, {}
     for split, (x, y) in data.evals.items():
-        probs = torch.cat([method.predict(model, xb) for xb in x.split(batch_size)])
+        if id(x) not in cache:  # noisy and clean test splits share inputs: predict once
+            cache[id(x)] = torch.cat([method.predict(model, xb) for xb in x.split(batch_size)])
+        probs = cache[id(x)]
         out.update({f"{split}_{k}": v for k, v in evaluate(probs, y, data.class_groups).items()})
     model.train(was_training)
     return out
@@ -158,7 +160,8 @@ def train(*, data: WeakData, method: Method, config: TrainConfig, seed: int, on_
             loss_sum += loss.detach().float()  # summed on the device: no sync per step
             steps += 1
         sched.step()
-        train_loss = loss_sum.item() / max(steps, 1)
+        train_loss = loss_sum.item() / max(steps, 1)  # the epoch's one host sync of the loss
+        train_s = time.perf_counter() - t0
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"training loss became {train_loss} in epoch {epoch + 1}")
         _sync(device)
@@ -185,7 +188,8 @@ def train(*, data: WeakData, method: Method, config: TrainConfig, seed: int, on_
             bad_epochs += 1
         _sync(device)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"],
-               "epoch_s": time.perf_counter() - t0, "method_s": method_s, **extra, **metrics}
+               "epoch_s": time.perf_counter() - t0, "train_s": train_s,
+               "method_s": method_s, "samples_per_s": data.n / max(train_s, 1e-9), **extra, **metrics}
         best_row = next((h for h in history if h["epoch"] == best_epoch), row)
         row.update({f"best_{k}": best_row[k] for k in best_row if k.startswith("val_")})
         row["best_epoch"] = best_epoch

@@ -56,10 +56,17 @@ class WeakData:
         return self.x.shape[0]
 
     def to(self, device: torch.device | str) -> "WeakData":
-        mv = lambda d: {k: v.to(device) for k, v in d.items()}
+        moved: dict[int, Tensor] = {}
+
+        def to(t: Tensor) -> Tensor:  # a tensor shared by two splits stays shared on the device
+            if id(t) not in moved:
+                moved[id(t)] = t.to(device)
+            return moved[id(t)]
+
+        mv = lambda d: {k: to(v) for k, v in d.items()}
         return dataclasses.replace(
-            self, x=self.x.to(device), weak=mv(self.weak), hidden=mv(self.hidden),
-            evals={k: (x.to(device), y.to(device)) for k, (x, y) in self.evals.items()},
+            self, x=to(self.x), weak=mv(self.weak), hidden=mv(self.hidden),
+            evals={k: (to(x), to(y)) for k, (x, y) in self.evals.items()},
             class_groups=None if self.class_groups is None else self.class_groups.to(device),
         )
 
@@ -79,6 +86,12 @@ class WeakData:
     @classmethod
     def from_tensors(cls, d: dict[str, Any]) -> "WeakData":
         meta = json.loads(d["meta"])
+        # torch.load returns one object per key even where the saved tensors were one (test
+        # inputs shared by clean and noisy test splits): re-share them by storage
+        canon: dict[tuple, Tensor] = {}
+        for k, v in d.items():
+            if isinstance(v, Tensor):
+                d[k] = canon.setdefault((v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)), v)
         pick = lambda p: {k[len(p):]: v for k, v in d.items() if k.startswith(p)}
         return cls(
             kind=meta["kind"], num_classes=meta["num_classes"], x=d["x"], weak=pick("weak/"),

@@ -163,9 +163,6 @@ def _init_ray(opts: RunOptions) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    # a checkpoint per epoch (so failed trials resume where they were) forces frequent
-    # experiment snapshots; Tune's warning about it would bury the progress lines
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if opts.address:
         ray.init(address=opts.address, log_to_driver=False)
     else:
@@ -188,6 +185,9 @@ def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions,
     from weaklab.tune.callbacks import ParquetCallback, ProgressCallback
     from weaklab.tune.trainable import weaklab_trainable
 
+    # a checkpoint per epoch (so failed trials resume where they were) forces frequent
+    # experiment snapshots; Tune's warning about it would bury the progress lines
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     storage = _storage_path(opts)
     exp_path = storage.rstrip("/") + "/" + experiment
     trainable = tune.with_resources(weaklab_trainable, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
