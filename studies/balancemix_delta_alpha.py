@@ -38,12 +38,12 @@ ABLATION = {
 }
 
 
-def make_arms(*, warmup: int, deltas=DELTAS, deltas_missing=DELTAS_MISSING, alphas=ALPHAS,
-              noises=NOISES, ablation: bool = True) -> tuple[Arm, ...]:
+def make_arms(*, warmup: int, pass_batch: int = 1024, deltas=DELTAS, deltas_missing=DELTAS_MISSING,
+              alphas=ALPHAS, noises=NOISES, ablation: bool = True) -> tuple[Arm, ...]:
     """The δ x α grids of BalanceMix, its Table 5 ablation and the baselines, for ``noises``."""
     multi = tuple(n for n in noises if n in MULTI_POSITIVE)
     missing = tuple(n for n in noises if n == "missing")
-    bm = {"hp.warmup": warmup}
+    bm = {"hp.warmup": warmup, "hp.pass_batch": pass_batch}
     arms = []
     if multi:
         arms.append(Arm("balancemix", grid={"setting.noise": multi, "hp.delta": deltas, "hp.alpha": alphas},
@@ -93,7 +93,8 @@ STUDY = register_study(Study(
                         label="balancemix-single-positive"),
                     Arm("bce", grid={"setting.noise": ("mislabel",)}),
                     Arm("asl", grid={"setting.noise": ("missing",)}))},
-    presets={name: {"fixed": {"setting.rho": 0.4, **PAPER_VOC_TRAIN}, "arms": make_arms(warmup=5), "seeds": 3}
+    presets={name: {"fixed": {"setting.rho": 0.4, **PAPER_VOC_TRAIN}, "arms": make_arms(warmup=5, pass_batch=64),
+                    "seeds": 3}
              for name in ("voc2007", "voc2012")},
 ))
 

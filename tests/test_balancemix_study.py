@@ -19,16 +19,6 @@ except ImportError:  # tests/ run as a plain folder
 NAME = "balancemix-delta-alpha"
 
 
-@pytest.fixture(scope="module")
-def ray_session(request):
-    import ray
-
-    if not ray.is_initialized():
-        # a bare ray.init() would join another local Ray cluster on a shared machine; start our own
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    return request.getfixturevalue("ray_local")
-
-
 def test_study_grid_matches_paper_tables():
     study = get_study(NAME)
     cfgs = expand(study, seeds=[0])
@@ -89,7 +79,7 @@ def test_voc_paper_preset_one_step(tmp_path):
     assert scores.shape == (1, 20) and ((scores >= 0) & (scores <= 1)).all()  # sigmoid scores
 
 
-def test_smoke_study_through_ray_to_report(tmp_path, ray_session):
+def test_smoke_study_through_ray_to_report(tmp_path, ray_local):
     from analysis.balancemix import report
     from weaklab.store import load_study
     from weaklab.tune.runner import run_study
