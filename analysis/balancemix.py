@@ -25,7 +25,8 @@ BASELINES = ("bce", "bce-mixup", "asl")
 NOISE_ORDER = ("mislabel", "flip", "missing", "none")
 GROUPS = ("many", "medium", "few")
 ABLATION_ROWS = (("Default (BCE)", "bce"), ("+ random sampler (Mixup)", "abl:+random-sampler"),
-                 ("+ minority sampler (eq. 4)", "abl:+minority-sampler"), ("+ clean labels (eq. 8)", "abl:+clean-labels"),
+                 ("+ minority sampler (eq. 4)", "abl:+minority-sampler"),
+                 ("+ clean labels (eq. 8)", "abl:+clean-labels"),
                  ("+ re-labeled labels (eq. 9)", "abl:+relabeled-labels"), ("+ ambiguous labels (eq. 10)", "paper"))
 PAPER_ALPHA, PAPER_DELTA, PAPER_DELTA_MISSING = 4.0, 0.975, 0.55
 
@@ -125,7 +126,8 @@ def significance_lines(trials: pd.DataFrame) -> list[str]:
     for noise in _noises(bm):
         a = bm[bm["setting.noise"] == noise].set_index("seed")["final.test_map"]
         for base in ("bce", "asl"):
-            b = trials[(trials["label"] == base) & (trials["setting.noise"] == noise)].set_index("seed")["final.test_map"]
+            b = trials[(trials["label"] == base) & (trials["setting.noise"] == noise)]
+            b = b.set_index("seed")["final.test_map"]
             common = a.index.intersection(b.index)
             if len(common):
                 diff = 100 * float((a[common] - b[common]).mean())
@@ -196,9 +198,11 @@ def management_table(trials: pd.DataFrame, epochs: pd.DataFrame) -> str:
         t = bm[bm["setting.noise"] == noise]
         e = ep[ep["setting.noise"] == noise]
         row = {}
-        for col, short in (("final.diag_clean_precision", "clean precision"), ("final.diag_clean_recall", "clean recall"),
+        for col, short in (("final.diag_clean_precision", "clean precision"),
+                           ("final.diag_clean_recall", "clean recall"),
                            ("final.diag_relabel_precision", "relabel precision"),
-                           ("final.relabel_frac", "relabelled share"), ("final.diag_noisy_label_acc", "given-label acc"),
+                           ("final.relabel_frac", "relabelled share"),
+                           ("final.diag_noisy_label_acc", "given-label acc"),
                            ("final.diag_refined_label_acc", "refined-label acc")):
             if col in t:
                 m, _ = mean_std(t[col])

@@ -122,7 +122,7 @@ def apply_noise(Y: np.ndarray, params: MultilabelNoiseParams, rng: np.random.Gen
 
 @register_setting("multilabel-noise", kind="multilabel", params=MultilabelNoiseParams)
 def multilabel_noise(data: Dataset, params: MultilabelNoiseParams, rng: np.random.Generator) -> WeakData:
-    """Mislabeling (eq. 11), random flipping or single-positive missing labels on multi-hot training labels (paper 004)."""
+    """Mislabeling (eq. 11), random flipping or single-positive missing labels on multi-hot labels (paper 004)."""
     check(data.multilabel, "dataset", data.name,
           "a multi-label dataset (digits-multi, voc2007, voc2012) for setting 'multilabel-noise'")
     Y = data.y_train.numpy()
