@@ -81,7 +81,7 @@ STUDY = register_study(Study(
     fixed={"setting.rho": 0.4, **DIGITS_TRAIN},
     arms=make_arms(warmup=5),
     dataset="digits-multi",
-    datasets=("digits-multi", "voc2007", "voc2012"),
+    datasets=("digits-multi", "digits-multi-imb5", "digits-multi-imb100", "voc2007", "voc2012"),
     seeds=2,
     metric="val_map",
     mode="max",

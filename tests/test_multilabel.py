@@ -48,6 +48,10 @@ def test_digits_multi_is_multilabel_long_tailed_and_seeded(small_multi):
     again = build_digits_multi(n_train=400, n_val=150, n_test=150, split_seed=0)
     assert torch.equal(again.x_train, d.x_train) and torch.equal(again.y_train, d.y_train)
     assert not torch.equal(build_digits_multi(n_train=400, n_val=150, n_test=150, split_seed=1).y_train, d.y_train)
+    flat = build_digits_multi(n_train=400, n_val=150, n_test=150, imbalance_ratio=1.0).y_train.sum(0)
+    assert flat.max() / flat.min() < counts.max() / counts.min()  # the ratio is configurable
+    with pytest.raises(ConfigError, match="imbalance_ratio=0.5"):
+        build_digits_multi(imbalance_ratio=0.5)
 
 
 def test_mosaic_labels_match_cells():

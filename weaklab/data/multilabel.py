@@ -9,6 +9,8 @@ digit whose class is drawn from a long-tailed (geometric) distribution with
 both imbalances BalanceMix targets (paper 004 App. C): class imbalance (CLS_Imb, eq. 12)
 and positive-negative imbalance (PN_Imb, eq. 13; few positives among 10 classes).
 Source digits are split 60/20/20 *before* composing, so no digit image appears in two splits.
+``digits-multi`` uses ratio 20 (realised CLS_Imb ~14, like VOC's 14); ``digits-multi-imb5``
+and ``digits-multi-imb100`` vary it (:func:`build_digits_multi` takes any ratio).
 
 VOC: ``torchvision.datasets.VOCDetection`` folders under ``--data-root``
 (``VOCdevkit/VOC2007/{JPEGImages,Annotations,ImageSets/Main}``). The label of an image is
@@ -95,10 +97,20 @@ def build_digits_multi(*, split_seed: int = 0, n_train: int = 3000, n_val: int =
                    num_classes=10, class_names=[str(i) for i in range(10)])
 
 
-@register_dataset("digits-multi")
-def load_digits_multi(*, root: str | None = None, split_seed: int = 0) -> Dataset:
-    """2x2 mosaics of digits (16x16), 3000/1000/1000 images, class imbalance ratio 20."""
-    return build_digits_multi(split_seed=split_seed)
+#: registered digits-multi variants: name -> class imbalance ratio q_0 / q_9 of the cell draws
+DIGITS_MULTI_RATIOS = {"digits-multi": 20.0, "digits-multi-imb5": 5.0, "digits-multi-imb100": 100.0}
+
+
+def _digits_multi_loader(name: str, ratio: float):
+    def load(*, root: str | None = None, split_seed: int = 0) -> Dataset:
+        """2x2 mosaics of digits (16x16), 3000/1000/1000 images, long-tailed classes."""
+        return build_digits_multi(split_seed=split_seed, imbalance_ratio=ratio, name=name)
+
+    return load
+
+
+for _name, _ratio in DIGITS_MULTI_RATIOS.items():
+    register_dataset(_name)(_digits_multi_loader(_name, _ratio))
 
 
 # -- Pascal VOC ------------------------------------------------------------------------------
