@@ -312,3 +312,9 @@ def test_gce_prunes_on_schedule():
     kept = m.end_epoch(model, weak, 1)["gce_kept"]  # epoch 2: prune
     assert kept == pytest.approx((weak.weak["y"] == 0).float().mean().item())
     assert torch.equal(m.w, (weak.weak["y"] == 0).float())
+
+
+def test_m_defaults_to_the_papers_pairing():
+    assert setting_params("quantized", {"mix": "mixup"}).m == 2
+    assert setting_params("quantized", {"mix": "patchmix"}).m == 4
+    assert setting_params("quantized", {"mix": "patchmix", "m": 3}).m == 3

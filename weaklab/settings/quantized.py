@@ -26,6 +26,8 @@ from weaklab.registry import ConfigError, check
 from weaklab.settings import WeakData, clean_evals, register_setting
 
 MIX_TYPES = ("mixup", "patchmix")
+#: the paper's benchmarks pair each mix type with its m (CIFAR-10Q/100Q: Mixup m=2, PatchMix m=4)
+PAPER_M = {"mixup": 2, "patchmix": 4}
 
 #: samples mixed per chunk: bounds the (chunk, m, C, H, W) gather on CIFAR-size data
 _CHUNK = 2048
@@ -35,8 +37,9 @@ _CHUNK = 2048
 class QuantizedParams:
     mix: str = "mixup"
     """mixup | patchmix (sec. IV)"""
-    m: int = 2
-    """inputs mixed into each ambiguous input (the paper: Mixup m=2, PatchMix m=4)"""
+    m: int | None = None
+    """inputs mixed into each ambiguous input; None = the paper's pairing (Mixup 2, PatchMix 4),
+    so a study can grid over ``setting.mix`` alone"""
     r: int = 10
     """Mixup multinomial trials: r*lambda ~ Multinomial(r; 1/m..1/m). The paper does not state
     its r; 10 makes lambda a multiple of 0.1 and a pure (one-input) mix rare (2^-9 for m=2)"""
@@ -45,6 +48,8 @@ class QuantizedParams:
 
     def __post_init__(self):
         check(self.mix in MIX_TYPES, "setting.mix", self.mix, f"one of {', '.join(MIX_TYPES)}")
+        if self.m is None:
+            object.__setattr__(self, "m", PAPER_M[self.mix])  # resolved here so caches and columns see the value
         check(isinstance(self.m, (int, np.integer)) and self.m >= 2, "setting.m", self.m,
               "an integer >= 2 (inputs mixed per ambiguous input)")
         check(isinstance(self.r, (int, np.integer)) and self.r >= 1, "setting.r", self.r,

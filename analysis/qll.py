@@ -1,0 +1,221 @@
+"""Paper 000 (Xie, He, Lu et al.): Fig. 3 (accuracy against pi1), Table VI (accuracy against
+pi2) from the ``cpu-prior`` Parquet, and Table I (mean +- std per method and setting, best
+in bold) from the ``qll-compare`` Parquet.
+
+Accuracy is the clean test accuracy at each trial's best-validation epoch (``best.test_acc``,
+validation is clean too). The paper reports the best test accuracy over epochs; that
+number (``max over epochs of test_acc``, read from the epochs table) is shown beside it as
+"max-epoch", since it is what the paper's tables hold but it picks the epoch on the test set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from analysis import register_report
+from analysis.stats import bootstrap_ci, completed, markdown_table, mean_std, paired_ttest
+
+ACC = "best.test_acc"
+MAX_ACC = "max_epoch_test_acc"
+MIX_NAME = {"mixup": "Mixup", "patchmix": "PatchMix"}
+METHOD_ORDER = ("ce", "bootstrap", "gce", "sce", "js", "cpu-kl", "cpu")
+
+
+def with_max_epoch_acc(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Add the paper's 'best test accuracy' (max over epochs of test_acc) as a column."""
+    out = trials.copy()
+    if len(epochs) and "test_acc" in epochs:
+        out[MAX_ACC] = out["trial_id"].map(epochs.groupby("trial_id")["test_acc"].max())
+    else:
+        out[MAX_ACC] = np.nan
+    return out
+
+
+def setting_name(dataset: str, mix: str, m) -> str:
+    return f"{dataset} {MIX_NAME.get(mix, mix)} m={int(m)}"
+
+
+def _pct(values) -> str:
+    m, s = mean_std(values)
+    return "n/a" if m != m else f"{100 * m:.2f} ± {100 * s:.2f}"
+
+
+# -- cpu-prior ----------------------------------------------------------------------------------
+
+def pi1_curve(trials: pd.DataFrame, metric: str = ACC) -> pd.DataFrame:
+    """Per (dataset, mix, m, pi1): mean and bootstrap 95% CI over seeds (the pi1 arm, pi2 = m/c)."""
+    t = completed(trials)
+    t = t[t["label"] == "pi1"]
+    rows = []
+    for (ds, mix, m, pi1), g in t.groupby(["dataset", "setting.mix", "setting.m", "hp.pi1"]):
+        lo, hi = bootstrap_ci(g[metric])
+        rows.append({"dataset": ds, "mix": mix, "m": int(m), "pi1": float(pi1), "mean": g[metric].mean(),
+                     "lo": lo, "hi": hi, "n": len(g)})
+    return pd.DataFrame(rows)
+
+
+def figure_3(trials: pd.DataFrame, out: Path, name: str = "fig3_acc_vs_pi1.png") -> Path:
+    curve = pi1_curve(trials)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (ds, mix, m), g in curve.groupby(["dataset", "mix", "m"]):
+        g = g.sort_values("pi1")
+        ax.plot(g["pi1"], 100 * g["mean"], marker="o", ms=3, label=setting_name(ds, mix, m))
+        ax.fill_between(g["pi1"], 100 * g["lo"], 100 * g["hi"], alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("π_p^(1) (prior of the positive term, eq. 5)")
+    ax.set_ylabel("test accuracy (%) at the best-validation epoch")
+    ax.set_title("Paper 000 Fig. 3: CPU vs π1 (π2 = m/c); mean, 95% bootstrap CI over seeds", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / name
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def flatness(curve: pd.DataFrame) -> pd.DataFrame:
+    """How flat each pi1 curve is: spread (max - min) of the mean accuracy over pi1, and the
+    spread once the extreme values (pi1 at the grid's two ends) are left out."""
+    rows = {}
+    for (ds, mix, m), g in curve.groupby(["dataset", "mix", "m"]):
+        g = g.sort_values("pi1")
+        inner = g.iloc[1:-1] if len(g) > 2 else g
+        rows[setting_name(ds, mix, m)] = {
+            "π1 range": f"{g['pi1'].min():g}–{g['pi1'].max():g}",
+            "spread (pts)": 100 * (g["mean"].max() - g["mean"].min()),
+            "inner spread (pts)": 100 * (inner["mean"].max() - inner["mean"].min()),
+            "best π1": g.loc[g["mean"].idxmax(), "pi1"],
+            "acc at π1=0.1 (%)": 100 * g.loc[np.isclose(g["pi1"], 0.1), "mean"].mean(),
+            "seeds": int(g["n"].min()),
+        }
+    return pd.DataFrame(rows).T
+
+
+def table_6(trials: pd.DataFrame, metric: str = ACC) -> pd.DataFrame:
+    """Rows: setting; columns: pi2 values (the engine reports the pi2 in force, so the m/c default counts too)."""
+    t = completed(trials)
+    t = t[t["label"].astype(str).str.startswith("pi2") | ((t["label"] == "pi1") & np.isclose(t["hp.pi1"], 0.1))]
+    if "final.pi2" not in t or not len(t):
+        return pd.DataFrame()
+    t = t.assign(pi2=t["final.pi2"].round(6))
+    rows = {}
+    for (ds, mix, m), g in t.groupby(["dataset", "setting.mix", "setting.m"]):
+        rows[setting_name(ds, mix, m)] = {f"π2={p:g}": _pct(gg[metric]) for p, gg in sorted(g.groupby("pi2"))}
+    df = pd.DataFrame(rows).T
+    return df.reindex(sorted(df.columns, key=lambda c: float(c[3:])), axis=1).fillna("")
+
+
+@register_report("cpu-prior")
+def report_cpu_prior(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> str:
+    trials = with_max_epoch_acc(trials, epochs)
+    done = completed(trials)
+    if not len(done):
+        return "No completed trials."
+    fig = figure_3(done, out)
+    curve = pi1_curve(done)
+    lines = ["## Fig. 3: accuracy against π1", "", f"![Fig. 3]({fig.name})", "",
+             "Flatness of each curve (mean over seeds; points = percentage points of test accuracy):", "",
+             markdown_table(flatness(curve)) if len(curve) else "(no π1 sweep)", "",
+             "## Table VI: accuracy (%) against π2 (π1 = 0.1), mean ± std over seeds", "",
+             markdown_table(table_6(done)), "",
+             "Same table with the paper's metric, the best test accuracy over epochs (max-epoch):", "",
+             markdown_table(table_6(done, MAX_ACC)), ""]
+    return "\n".join(lines)
+
+
+# -- qll-compare ----------------------------------------------------------------------------------
+
+def final_phase(trials: pd.DataFrame) -> pd.DataFrame:
+    t = completed(trials)
+    if "phase" in t and (t["phase"] == "final").any():
+        t = t[t["phase"] == "final"]
+    return t
+
+
+def table_1(trials: pd.DataFrame, metric: str = ACC) -> pd.DataFrame:
+    """Rows: methods (paper order); columns: settings and their Mean; best mean per column in bold."""
+    t = final_phase(trials)
+    t = t.assign(setting_col=[setting_name(d, x, m) for d, x, m in zip(t["dataset"], t["setting.mix"], t["setting.m"])])
+    means = t.groupby(["method", "setting_col"])[metric].mean().unstack()
+    cells = t.groupby(["method", "setting_col"])[metric].apply(_pct).unstack()
+    order = [m for m in METHOD_ORDER if m in means.index] + [m for m in means.index if m not in METHOD_ORDER]
+    means, cells = means.reindex(order), cells.reindex(order)
+    for col in means.columns:
+        best = means[col].idxmax()
+        cells.loc[best, col] = f"**{cells.loc[best, col]}**"
+    mean_col = 100 * means.mean(axis=1)
+    cells["Mean"] = [f"**{v:.2f}**" if v == mean_col.max() else f"{v:.2f}" for v in mean_col]
+    cells.index.name = "method"
+    return cells
+
+
+def cpu_vs_ce(trials: pd.DataFrame, metric: str = ACC, base: str = "ce") -> pd.DataFrame:
+    """CPU minus the baseline per setting: mean gap over seeds (paired by seed) and the paired t-test p."""
+    t = final_phase(trials)
+    rows = {}
+    for (ds, mix, m), g in t.groupby(["dataset", "setting.mix", "setting.m"]):
+        a = g[g["method"] == "cpu"].set_index("seed")[metric]
+        b = g[g["method"] == base].set_index("seed")[metric]
+        seeds = sorted(set(a.index) & set(b.index))
+        if not seeds:
+            continue
+        diff = 100 * (a[seeds].to_numpy() - b[seeds].to_numpy())
+        rows[setting_name(ds, mix, m)] = {f"CPU − {base} (pts)": f"{diff.mean():+.2f} ± {diff.std(ddof=1) if len(diff) > 1 else 0:.2f}",
+                                          "paired t-test p": paired_ttest(a[seeds], b[seeds]), "seeds": len(seeds)}
+    return pd.DataFrame(rows).T
+
+
+def chosen_hparams(trials: pd.DataFrame) -> pd.DataFrame:
+    """The values select_then_seeds chose per method and setting (final-phase rows)."""
+    t = final_phase(trials)
+    keys = [k for k in ("train.lr", "hp.beta", "hp.pi1", "hp.alpha", "hp.q", "hp.k") if k in t]
+    rows = {}
+    for (method, ds, mix, m), g in t.groupby(["method", "dataset", "setting.mix", "setting.m"]):
+        r = g.iloc[0]
+        rows[f"{method} @ {setting_name(ds, mix, m)}"] = ", ".join(
+            f"{k.split('.')[1]}={r[k]:g}" for k in keys if isinstance(r[k], (int, float)) and r[k] == r[k])
+    return pd.DataFrame({"chosen on validation (seed 0)": rows})
+
+
+def figure_table_1(trials: pd.DataFrame, out: Path, name: str = "table1_accuracy.png") -> Path:
+    t = final_phase(trials)
+    t = t.assign(setting_col=[setting_name(d, x, m) for d, x, m in zip(t["dataset"], t["setting.mix"], t["setting.m"])])
+    cols = sorted(t["setting_col"].unique())
+    methods = [m for m in METHOD_ORDER if m in set(t["method"])] + sorted(set(t["method"]) - set(METHOD_ORDER))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(len(methods), 1)
+    for i, meth in enumerate(methods):
+        ms = [mean_std(t[(t["method"] == meth) & (t["setting_col"] == c)][ACC]) for c in cols]
+        ax.bar(np.arange(len(cols)) + i * width, [100 * m for m, _ in ms], width, yerr=[100 * s for _, s in ms],
+               label=meth, capsize=2)
+    ax.set_xticks(np.arange(len(cols)) + 0.4 - width / 2)
+    ax.set_xticklabels(cols, fontsize=8)
+    ax.set_ylabel("test accuracy (%), best-val epoch")
+    lo = 100 * t[ACC].min() if len(t) else 0
+    ax.set_ylim(max(0, lo - 10), 100)
+    ax.set_title("Paper 000 Table I: mean ± std over seeds", fontsize=9)
+    ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    path = out / name
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+@register_report("qll-compare")
+def report_qll_compare(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> str:
+    trials = with_max_epoch_acc(trials, epochs)
+    if not len(final_phase(trials)):
+        return "No completed trials."
+    fig = figure_table_1(trials, out)
+    lines = ["## Table I: test accuracy (%) at the best-validation epoch, mean ± std over seeds (best in bold)", "",
+             markdown_table(table_1(trials)), "", f"![Table I]({fig.name})", "",
+             "### CPU against CE, paired by seed", "", markdown_table(cpu_vs_ce(trials)), "",
+             "### The paper's metric: best test accuracy over epochs (max-epoch)", "",
+             markdown_table(table_1(trials, MAX_ACC)), "",
+             "### Hyperparameters chosen on the validation split", "", markdown_table(chosen_hparams(trials)), ""]
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""The paper-000 studies end to end: smoke runs through Ray -> Parquet -> report, the paper
+presets on small fake CIFAR files, and bad input stopped before Ray."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from analysis.report import write_report
+from studies import expand, get_study, resolve
+from tests.fakes import write_cifar10, write_cifar100
+from weaklab.config import parse_trial
+from weaklab.engine import run_trial
+from weaklab.registry import ConfigError
+from weaklab.store import load_study
+from weaklab.tune.runner import prepare, run_study
+
+
+def test_cpu_prior_smoke_end_to_end(ray_local, tmp_path):
+    study_dir = run_study("cpu-prior", smoke=True, results=str(tmp_path), verbose=False)
+    trials, epochs = load_study(study_dir)
+    assert len(trials) == 3 and set(trials["status"]) == {"completed"}, trials[["status", "error"]]
+    assert set(trials["method"]) == {"cpu"} and (trials["epochs"] == 1).all()
+    by_label = trials.groupby("label")
+    assert sorted(by_label.get_group("pi1")["hp.pi1"]) == [0.1, 0.5]
+    # the default pi2 resolves to m/c = 2/10 for Mixup; the pi2 arm runs PatchMix (m = 4) at 0.4
+    assert np.allclose(by_label.get_group("pi1")["final.pi2"], 0.2)
+    pat = by_label.get_group("pi2-patchmix")
+    assert (pat["setting.mix"] == "patchmix").all() and (pat["setting.m"] == 4).all() and np.allclose(pat["final.pi2"], 0.4)
+    assert trials["best.test_acc"].between(0, 1).all() and trials["final.alpha_mean"].between(0, 0.5).all()
+
+    text = open(write_report(study_dir)).read()
+    assert "Fig. 3" in text and "Table VI" in text and "π2=0.4" in text
+    assert os.path.getsize(os.path.join(study_dir, "report", "fig3_acc_vs_pi1.png")) > 5000
+
+
+def test_qll_compare_smoke_selects_then_reruns_seeds(ray_local, tmp_path):
+    study_dir = run_study("qll-compare", smoke=True, results=str(tmp_path), verbose=False)
+    trials, _ = load_study(study_dir)
+    assert set(trials["status"]) == {"completed"}, trials[["status", "error"]]
+    sel, fin = trials[trials["phase"] == "select"], trials[trials["phase"] == "final"]
+    assert len(sel) == 3 and (sel["seed"] == 0).all()  # ce + js at two pi1, seed 0
+    assert len(fin) == 4 and sorted(fin["seed"]) == [0, 0, 1, 1]
+    # JS is re-run at the pi1 that scored best on validation in the select phase
+    js = sel[sel["method"] == "js"]
+    chosen = js.loc[js["final.best_val_acc"].idxmax(), "hp.pi1"]
+    assert (fin[fin["method"] == "js"]["hp.pi1"] == chosen).all()
+    assert (trials["setting.mix"] == "patchmix").all() and (trials["setting.m"] == 4).all()
+
+    text = open(write_report(study_dir)).read()
+    assert "Table I" in text and "**" in text and "CPU against CE" in text
+    assert os.path.getsize(os.path.join(study_dir, "report", "table1_accuracy.png")) > 5000
+
+
+@pytest.mark.parametrize("study,dataset,methods", [
+    ("qll-compare", "cifar10", ("cpu", "sce")),
+    ("cpu-prior", "cifar100", ("cpu",)),
+])
+def test_paper_preset_one_epoch_on_fake_cifar(tmp_path, study, dataset, methods):
+    root = write_cifar10(str(tmp_path)) if dataset == "cifar10" else write_cifar100(str(tmp_path))
+    st = resolve(get_study(study), dataset=dataset)
+    configs = expand(st, data_root=root, seeds=[0])
+    # the paper's recipe is what the preset selects (App. A, Table IV)
+    for c in configs:
+        assert c["train.arch"] == "resnet18" and c["train.optimizer"] == "sgd" and c["train.epochs"] == 200
+        assert c["train.batch_size"] == 128 and c["train.momentum"] == 0.9
+    cpu = [c for c in configs if c["method"] == "cpu"]
+    assert {c["train.lr"] for c in cpu} == {0.1 if dataset == "cifar10" else 0.3}
+    if study == "qll-compare":
+        sce = next(c for c in configs if c["method"] == "sce")
+        assert (sce["hp.alpha"], sce["hp.beta"], sce["train.weight_decay"]) == (0.1, 1.0, 5e-4)
+        assert sorted({c["hp.beta"] for c in configs if c["method"] == "bootstrap"}) == [
+            0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    else:
+        assert {c.get("hp.pi2") for c in configs if c["label"] == "pi2-mixup"} == {0.01, 0.02, 0.03}
+    for method in methods:
+        cfg = next(c for c in configs if c["method"] == method and c["setting.mix"] == "patchmix")
+        cfg = {**cfg, "train.epochs": 1, "train.width": 0.0625}
+        result = run_trial(cfg)
+        row = result.final
+        assert row["epoch"] == 1 and 0 <= row["test_acc"] <= 1 and np.isfinite(row["train_loss"])
+        assert result.info["m"] == 4
+
+
+@pytest.mark.parametrize("study,sets,needle", [
+    ("cpu-prior", ["setting.m=1"], "setting.m=1 "),
+    ("cpu-prior", ["setting.r=0"], "setting.r=0 "),
+    ("qll-compare", ["setting.mix=cutmix"], "setting.mix='cutmix' "),
+    ("cpu-prior", ["hp.pi1=0"], "hp.pi1=0.0 "),
+    ("cpu-prior", ["hp.pi2=1.5"], "hp.pi2=1.5 "),
+    ("cpu-prior", ["setting.grid=3"], "setting.grid=3 "),  # 8x8 digits: the patch grid must divide 8
+])
+def test_bad_input_fails_before_ray_with_one_line(study, sets, needle):
+    with pytest.raises(ConfigError) as e:
+        prepare(study, smoke=True, sets=sets)
+    msg = str(e.value)
+    assert needle in msg and "\n" not in msg
+
+
+def test_full_studies_expand_and_validate():
+    """The default (digits) studies: sizes as documented, every config valid."""
+    prior = expand(resolve(get_study("cpu-prior")))
+    assert len(prior) == (2 * 7 + 3 + 3) * 3
+    compare = resolve(get_study("qll-compare"))
+    assert compare.select_then_seeds and compare.seeds >= 3
+    configs = expand(compare)
+    assert {c["method"] for c in configs} == {"ce", "bootstrap", "gce", "sce", "js", "cpu-kl", "cpu"}
+    for c in prior[:: 7] + configs[:: 11]:
+        parse_trial(c)
