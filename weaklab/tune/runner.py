@@ -240,6 +240,25 @@ def _restore(exp_path: str, trainable, opts: RunOptions):
         raise ConfigError(f"--resume: cannot read the experiment state at {exp_path} ({type(e).__name__}); {fresh}") from None
     if not ok:
         raise ConfigError(f"--resume: no experiment state at {exp_path}; start it without --resume")
+    # Tune itself only logs an unreadable experiment_state-*.json and then restarts the
+    # experiment with empty trial configs; read it first so that is a clear error instead.
+    try:
+        import json
+
+        from ray.train._internal.storage import get_fs_and_path
+        from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+        fs, fs_path = get_fs_and_path(exp_path)
+        state_path = _find_newest_experiment_checkpoint(fs_path, fs=fs)
+        if state_path is None:
+            raise ValueError("no experiment_state-*.json")
+        with fs.open_input_stream(state_path) as f:
+            state = json.loads(f.readall())
+        if not isinstance(state, dict) or "trial_data" not in state or "runner_data" not in state:
+            raise ValueError("experiment state without trial_data/runner_data")
+    except Exception as e:
+        raise ConfigError(f"--resume: the experiment state at {exp_path} is corrupt or truncated "
+                          f"({type(e).__name__}); {fresh}") from None
     try:
         return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False)
     except Exception as e:
