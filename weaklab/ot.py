@@ -77,7 +77,7 @@ def bag_counts(proportions: Tensor, sizes: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------
 
 def sinkhorn_batched(logp: Tensor, mask: Tensor, proportions: Tensor, *, lam: float, max_iter: int = 5000,
-                     tol: float = 1e-6, check_every: int = 10, warm_iter: int = 50) -> tuple[Tensor, Tensor]:
+                     tol: float = 1e-6, check_every: int = 10, warm_iter: int = 50, omega: float = 1.8) -> tuple[Tensor, Tensor]:
     """Entropic OT plans of all bags at once (eq. 7), in the log domain.
 
     ``logp`` (B, n, K): log-probabilities of each bag's instances (cost C = -logp);
@@ -89,8 +89,12 @@ def sinkhorn_batched(logp: Tensor, mask: Tensor, proportions: Tensor, *, lam: fl
     Large lambda makes plain Sinkhorn slow (measured on 16 bags of 64, K = 10: at
     lambda = 25 the L1 error is still 4.8e-5 after 10,000 iterations), so lambda is
     annealed 1, 2, 4, ... with the potentials carried over (``warm_iter`` iterations per
-    intermediate stage), the usual epsilon-scaling. Returns (plan (B, n, K), the
-    column-marginal L1 error per bag).
+    intermediate stage), the usual epsilon-scaling, and the last stage is over-relaxed
+    (each half-step moves the potential ``omega`` of the way past the plain Sinkhorn
+    update, same fixed point, Thibault et al. 2017; at every convergence check the row
+    step is a plain one, so the returned rows sum to 1/n_i exactly). Measured on DLLP predictions of
+    digits (8 bags of 128, lambda = 5): max L1 error after 300 iterations 3.0e-4 plain,
+    1.2e-5 with omega = 1.8. Returns (plan (B, n, K), the column-marginal L1 error per bag).
     """
     work = torch.float64 if logp.device.type == "cpu" else torch.float32
     dev = logp.device
@@ -111,10 +115,14 @@ def sinkhorn_batched(logp: Tensor, mask: Tensor, proportions: Tensor, *, lam: fl
         u = torch.nan_to_num(lam_s * f, nan=-math.inf)
         v = torch.nan_to_num(lam_s * g, nan=-math.inf)
         iters = max_iter if last else warm_iter
+        om = omega if last else 1.0
         for it in range(iters):
-            v = log_b - torch.logsumexp(log_k + u[:, :, None], dim=1)
-            u = log_a - torch.logsumexp(log_k + v[:, None, :], dim=2)
+            v_new = log_b - torch.logsumexp(log_k + u[:, :, None], dim=1)
+            v = torch.where(torch.isfinite(v_new), (1 - om) * v + om * v_new, v_new)
+            u_plain = log_a - torch.logsumexp(log_k + v[:, None, :], dim=2)
+            u = torch.where(torch.isfinite(u_plain), (1 - om) * u + om * u_plain, u_plain)
             if last and ((it + 1) % check_every == 0 or it + 1 == iters):
+                u = u_plain  # a plain row step: rows sum to 1/n_i exactly whenever we may stop
                 col = torch.logsumexp(log_k + u[:, :, None] + v[:, None, :], dim=1).exp()
                 err = (col - props).abs().sum(1)
                 if err.max().item() < tol:  # one sync every ``check_every`` iterations
@@ -219,7 +227,7 @@ def pot_plans(logp: Tensor, mask: Tensor, proportions: Tensor, *, lam: float | N
 # ---------------------------------------------------------------------------------------
 
 def ot_pseudo_labels(logp: Tensor, layout: BagLayout, proportions: Tensor, *, lam: float | None,
-                     solver: str = "batched", tol: float = 1e-4, max_iter: int = 2000) -> Tensor:
+                     solver: str = "batched", tol: float = 1e-4, max_iter: int = 1000) -> Tensor:
     """Pseudo labels q (N, K) of every training instance from its bag's OT plan.
 
     ``lam`` None: exact OT (eq. 4), one-hot labels by eq. 6 (argmax of each instance's
