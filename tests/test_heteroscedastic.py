@@ -27,7 +27,7 @@ def test_small_tau_approaches_argmax_probabilities():
     torch.manual_seed(1)
     p = heteroscedastic_log_probs(f, sigma, tau=1e-3, samples=S, chunk=S).exp()
     torch.manual_seed(1)
-    eps = torch.randn(S, 4, 6)
+    eps = torch.randn(6, S, 4).permute(1, 2, 0)  # the same draws, in the function's (K, S, B) layout
     counts = F.one_hot((f + sigma * eps).argmax(-1), 6).float().mean(0)
     assert torch.allclose(p, counts, atol=1e-3)
     assert torch.allclose(p.sum(1), torch.ones(4), atol=1e-5)
