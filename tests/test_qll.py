@@ -318,3 +318,17 @@ def test_m_defaults_to_the_papers_pairing():
     assert setting_params("quantized", {"mix": "mixup"}).m == 2
     assert setting_params("quantized", {"mix": "patchmix"}).m == 4
     assert setting_params("quantized", {"mix": "patchmix", "m": 3}).m == 3
+
+
+@pytest.mark.parametrize("mix", ["mixup", "patchmix"])
+def test_setting_labels_are_draws_from_their_soft_labels(mix):
+    """End to end: E[s_y] over draws y ~ s is sum_k s_k^2; the realised mean must agree within noise."""
+    from weaklab.settings.quantized import QuantizedParams, quantized_labels
+
+    weak = quantized_labels(fake_dataset(n=3000, c=4), QuantizedParams(mix=mix), np.random.default_rng(5))
+    s, y = weak.hidden["s"].double(), weak.weak["y"]
+    s_y = s.gather(1, y[:, None]).squeeze(1)
+    expect = (s ** 2).sum(1)
+    se = (s_y - expect).std() / math.sqrt(len(y))
+    assert abs((s_y - expect).mean().item()) < 4 * se.item()
+    assert weak.info["mean_s_of_label"] == pytest.approx(s_y.mean().item(), rel=1e-5)
