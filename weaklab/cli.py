@@ -44,7 +44,9 @@ def _run(args: argparse.Namespace) -> int:
                       max_concurrent=args.max_concurrent, resume=args.resume)
     study, configs = prepare(args.study, smoke=args.smoke, dataset=args.dataset, data_root=args.data_root,
                              seeds=args.seeds, sets=args.sets, build_data=False)
-    print(f"weaklab: study {study.name} ({study.reproduces}) on {study.dataset}: {len(configs)} trials", flush=True)
+    n = len(configs) if args.search == "grid" else (args.num_samples or len(configs))
+    print(f"weaklab: study {study.name} ({study.reproduces}) on {study.dataset}: {n} trials"
+          f"{' (Optuna)' if args.search == 'optuna' else ''}", flush=True)
     study_dir = run_study(args.study, smoke=args.smoke, dataset=args.dataset, data_root=args.data_root,
                           seeds=args.seeds, sets=args.sets, options=opts)
     print(f"weaklab: Parquet in {study_dir}/trials and {study_dir}/epochs", flush=True)

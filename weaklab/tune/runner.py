@@ -97,40 +97,39 @@ def _build_weak_data(parsed) -> None:
             make_weak_data(_dataset(t.dataset, t.data_root, 0), t.setting, t.setting_params, t.seed)
 
 
-def _optuna_space(configs: list[dict[str, Any]], study) -> tuple[Any, list[dict[str, Any]]]:
-    """Define-by-run space: pick an arm, then each of its grid keys as a distribution
-    (log-uniform for positive numeric ranges spanning >= 10x, uniform/int otherwise,
-    categorical for the rest), then a seed."""
-    from studies import expand
+class OptunaSpace:
+    """Define-by-run space for Optuna (a class, since Tune pickles its searcher): pick an
+    arm, then each of its varying grid keys as a distribution (log-uniform for positive
+    numeric ranges spanning >= 10x, uniform/int for other numeric ranges of > 2 values,
+    categorical otherwise), then a seed. Suggested names are ``"<arm>:<key>"``."""
 
-    bases, spaces = [], []
-    for arm in study.arms:
-        arm_cfgs = [c for c in configs if c["label"] == (arm.label or arm.method)]
-        if not arm_cfgs:
-            continue
-        varying = {k: sorted({c[k] for c in arm_cfgs}, key=str) for k in arm_cfgs[0] if k != "seed"
-                   and len({repr(c[k]) for c in arm_cfgs}) > 1}
-        bases.append(arm_cfgs[0])
-        spaces.append(varying)
-    seeds = sorted({c["seed"] for c in configs})
+    def __init__(self, configs: list[dict[str, Any]], study):
+        self.bases, self.spaces = [], []
+        for arm in study.arms:
+            arm_cfgs = [c for c in configs if c["label"] == (arm.label or arm.method)]
+            if not arm_cfgs:
+                continue
+            self.bases.append(arm_cfgs[0])
+            self.spaces.append({k: sorted({c[k] for c in arm_cfgs}, key=str) for k in arm_cfgs[0]
+                                if k != "seed" and len({repr(c[k]) for c in arm_cfgs}) > 1})
+        self.seeds = sorted({c["seed"] for c in configs})
 
-    def space(trial):
-        arm = trial.suggest_categorical("arm", list(range(len(bases))))
-        for k, values in spaces[arm].items():
+    def __call__(self, trial):
+        arm = trial.suggest_categorical("arm", list(range(len(self.bases))))
+        for k, values in self.spaces[arm].items():
             name = f"{arm}:{k}"
             numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
             if numeric and len(values) > 2:
                 lo, hi = min(values), max(values)
+                log = lo > 0 and hi / lo >= 10
                 if all(isinstance(v, int) for v in values):
-                    trial.suggest_int(name, lo, hi, log=lo > 0 and hi / lo >= 10)
+                    trial.suggest_int(name, lo, hi, log=log)
                 else:
-                    trial.suggest_float(name, lo, hi, log=lo > 0 and hi / lo >= 10)
+                    trial.suggest_float(name, lo, hi, log=log)
             else:
                 trial.suggest_categorical(name, values)
-        trial.suggest_categorical("seed", seeds)
-        return {"arms": bases}
-
-    return space, bases
+        trial.suggest_categorical("seed", self.seeds)
+        return {"arms": self.bases}
 
 
 def run_study(name: str, *, smoke: bool = False, dataset: str | None = None, data_root: str | None = None,
@@ -188,6 +187,8 @@ def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions,
     # a checkpoint per epoch (so failed trials resume where they were) forces frequent
     # experiment snapshots; Tune's warning about it would bury the progress lines
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Parquet is the store: Tune's own CSV/JSON/TensorBoard logs would duplicate every result
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     storage = _storage_path(opts)
     exp_path = storage.rstrip("/") + "/" + experiment
     trainable = tune.with_resources(weaklab_trainable, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
@@ -206,8 +207,7 @@ def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions,
         if opts.search == "optuna":
             from ray.tune.search.optuna import OptunaSearch
 
-            space, _ = _optuna_space(configs, study)
-            search_alg = OptunaSearch(space=space, metric=study.metric, mode=study.mode,
+            search_alg = OptunaSearch(space=OptunaSpace(configs, study), metric=study.metric, mode=study.mode,
                                       seed=0)
             param_space = {}
         scheduler = None
