@@ -109,16 +109,24 @@ def report_lambda_m(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> st
     lines = ["## Table 3: influence of λ and M (pll-reg, eq. 5)", "",
              f"Setting: {_setting_line(trials)}. Test accuracy (%) at the last epoch, mean ± std over seeds.", ""]
     rows = {}
-    for r in tbl.sort_values(["lambda", "M"], ascending=[False, True]).itertuples():
-        rows[f"λ={r.lambda_:g}, M={r.M:g}" if hasattr(r, "lambda_") else f"λ={r[1]:g}, M={r.M:g}"] = {
-            g: _pct(getattr(r, g), getattr(r, f"{g}_std")) for g in GROUP_COLS} | {"seeds": r.n}
+    for _, r in tbl.sort_values(["lambda", "M"], ascending=[False, True]).iterrows():
+        rows[f"λ={r['lambda']:g}, M={r['M']:g}"] = {
+            g: _pct(r[g], r[f"{g}_std"]) for g in GROUP_COLS} | {"seeds": int(r["n"])}
     if pro["n"]:
         rows["PRODEN (λ=1, M=0)"] = {g: _pct(pro[g], pro[f"{g}_std"]) for g in GROUP_COLS} | {"seeds": pro["n"]}
     lines += [markdown_table(pd.DataFrame(rows).T), ""]
     best = tbl.loc[tbl["All"].idxmax()]
-    lines.append(f"Best overall: λ={best['lambda']:g}, M={best['M']:g} at {100 * best['All']:.2f}%"
-                 + (f" (PRODEN {100 * pro['All']:.2f}%, {100 * (best['All'] - pro['All']):+.2f} points)."
-                    if pro["n"] else "."))
+    line = f"Best overall: λ={best['lambda']:g}, M={best['M']:g} at {100 * best['All']:.2f}%"
+    if pro["n"]:
+        done = completed(trials)
+        a = done[(done["method"] == "pll-reg") & np.isclose(done["hp.lam"], best["lambda"])
+                 & np.isclose(done["hp.M"], best["M"])][["seed", GROUP_COLS["All"]]]
+        b = done[done["method"] == "proden"][["seed", GROUP_COLS["All"]]]
+        both = a.merge(b, on="seed", suffixes=("", "_pro"))
+        p = paired_ttest(both[GROUP_COLS["All"]], both[GROUP_COLS["All"] + "_pro"])
+        line += (f" (PRODEN {100 * pro['All']:.2f}%, {100 * (best['All'] - pro['All']):+.2f} points; "
+                 f"paired t-test over seeds p = {p:.3g}).")
+    lines.append(line)
     for lam, g in tbl.groupby("lambda"):
         g = g.sort_values("M")
         m_star = g.loc[g["All"].idxmax(), "M"]
