@@ -1,6 +1,7 @@
 """Noise-robust loss baselines of paper 000's Table I (Xie, He, Lu et al.), on hard labels weak["y"].
 
-Each is a re-implementation from its own paper (no reference code is used), with the
+Each is a re-implementation from its own paper (no reference code is used; every class
+below is one), with the
 defaults paper 000 lists in Table IV:
 
 - ``ce``: cross-entropy.

@@ -132,7 +132,11 @@ class CPUHparams:
 
 @register_method
 class CPU(Method):
-    """CPU risk with the scaled stochastic JS loss (paper 000 eq. 4-5, Algorithm 1)."""
+    """CPU risk with the scaled stochastic JS loss (paper 000 eq. 4-5, Algorithm 1).
+
+    A re-implementation from the paper (Xie, He, Lu et al., "Learning from Ambiguous Data
+    with Hard Labels"); no reference code was available or used.
+    """
 
     name = "cpu"
     consumes = ("quantized",)
