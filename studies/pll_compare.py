@@ -7,7 +7,7 @@ Many / Medium / Few accuracy, and the per-epoch cost of the label update
 
 Digits default (2-core machine, ~10 minutes): psi in {0.3, 0.5}, gamma in {10, 20}, the
 same MLP recipe and prior schedule as ``pll-lambda-m`` (see there for mu), pll-reg at
-lambda = 1, M = 0.5 (the paper's CIFAR-100-LT pair; the best region of our digits
+lambda = 1, M = 0.5 (the paper's CIFAR-100-LT pair, in the best region of our digits
 lambda x M surface). ``--dataset cifar10`` / ``cifar100`` run the paper's Table 1 grid
 and recipe (lambda = 3, M = 2 and lambda = 1, M = 0.5).
 """

@@ -69,7 +69,7 @@ class Proden(PseudoLabelPLL):
     name = "proden"
     Hparams = PLLHparams
 
-    def pseudo_labels(self, *, logp, S, idx):
+    def pseudo_labels(self, *, logp, S, r, idx):
         return proden_pseudo_labels(probs=logp.exp(), S=S)
 
 
@@ -80,7 +80,7 @@ class CC(PseudoLabelPLL):
     name = "cc"
     Hparams = PLLHparams
 
-    def pseudo_labels(self, *, logp, S, idx):
+    def pseudo_labels(self, *, logp, S, r, idx):
         return proden_pseudo_labels(probs=logp.exp(), S=S)
 
     def main_loss(self, *, logp, w, S):
@@ -122,7 +122,7 @@ class Solar(PseudoLabelPLL):
         self.queue_S = None
         self.queue_len = 0  # a Python int: reading a device scalar would sync every step
 
-    def pseudo_labels(self, *, logp, S, idx):
+    def pseudo_labels(self, *, logp, S, r, idx):
         B, c = logp.shape
         if self.queue_logp is None:
             size = min(self.hp.q * B, self.w.shape[0])
@@ -131,7 +131,7 @@ class Solar(PseudoLabelPLL):
         n_q = self.queue_len
         pool_logp = torch.cat([logp, self.queue_logp[:n_q]])
         pool_S = torch.cat([S, self.queue_S[:n_q]])
-        w = sinkhorn_pseudo_labels(logp=pool_logp, S=pool_S, r=self.r, kappa=self.hp.kappa, iters=self.hp.iters)[:B]
+        w = sinkhorn_pseudo_labels(logp=pool_logp, S=pool_S, r=r, kappa=self.hp.kappa, iters=self.hp.iters)[:B]
         size = self.queue_logp.shape[0]
         if size:
             k = min(B, size)  # newest first: shift the queue back and put the batch in front

@@ -9,8 +9,8 @@ form by eq. 5, per-class small-loss selection (sec. 2.4), then cross-entropy wit
 consistency loss (strong view against ``w``) + mixup loss (Beta(4, 4)), the last two on
 the selected samples. Per epoch: the prior ``r`` moves by eq. 6. A pre-estimation stage
 (sec. 3.1) trains ``hp.pre_epochs`` epochs only to estimate ``r`` (moving-average weight
-``hp.mu_pre``), then asks the engine to re-initialise the network and optimizer and goes
-on with ``r`` (weight ``hp.mu``).
+``hp.mu_pre``; the pseudo labels meanwhile use a uniform prior), then asks the engine to
+re-initialise the network and optimizer and goes on with ``r`` (weight ``hp.mu``).
 
 The shared machinery (:class:`PseudoLabelPLL`) also serves the baselines of
 ``baselines_pll.py`` (PRODEN, CC, Solar), which differ only in how ``w`` is computed (and,
@@ -212,8 +212,15 @@ class PseudoLabelPLL(Method):
         self._timer = Stopwatch(self.device)
 
     # per-method pieces
-    def pseudo_labels(self, *, logp: Tensor, S: Tensor, idx: Tensor) -> Tensor:
+    def pseudo_labels(self, *, logp: Tensor, S: Tensor, r: Tensor, idx: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def label_prior(self, epoch: int) -> Tensor:
+        """The prior the pseudo labels use: uniform during the pre-estimation stage, which only
+        estimates ``r`` ("run with this class prior" comes after it, sec. 3.1); ``r`` afterwards."""
+        if self.uses_prior and epoch < self.hp.pre_epochs:
+            return torch.full_like(self.r, 1.0 / self.r.shape[0])
+        return self.r
 
     def main_loss(self, *, logp: Tensor, w: Tensor, S: Tensor) -> Tensor:
         """Per-sample classification loss: cross-entropy ``-sum_j w_ij log f_ij`` (sec. 2.1)."""
@@ -236,7 +243,7 @@ class PseudoLabelPLL(Method):
         logp = F.log_softmax(model(x_weak).float(), dim=1)
         logp_d = logp.detach()
         with self._timer:
-            w = self.pseudo_labels(logp=logp_d, S=S, idx=idx)
+            w = self.pseudo_labels(logp=logp_d, S=S, r=self.label_prior(epoch), idx=idx)
         self.w[idx] = w
         self.pred[idx] = logp_d.masked_fill(S <= 0, float("-inf")).argmax(1)
         per_sample = self.main_loss(logp=logp, w=w, S=S)
@@ -304,5 +311,5 @@ class PLLReg(PseudoLabelPLL):
     Hparams = PLLRegHparams
     uses_prior = True
 
-    def pseudo_labels(self, *, logp, S, idx):
-        return regularized_pseudo_labels(logp=logp, S=S, r=self.r, lam=self.hp.lam, M=self.hp.M)
+    def pseudo_labels(self, *, logp, S, r, idx):
+        return regularized_pseudo_labels(logp=logp, S=S, r=r, lam=self.hp.lam, M=self.hp.M)
