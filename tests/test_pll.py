@@ -223,6 +223,10 @@ def test_pll_reg_lambda1_M0_trains_like_proden():
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1e-9)
     assert reg.final["label_update_s"] > 0 and "prior_ratio" in reg.final
+    # during the pre-estimation stage the pseudo labels use a uniform prior: M has no effect yet
+    pre = run_trial({**BASE, "method": "pll-reg", "hp.lam": 1.0, "hp.M": 2.0, "hp.pre_epochs": 2})
+    assert [h["train_loss"] for h in pre.history] == pytest.approx([h["train_loss"] for h in pro.history], rel=1e-4)
+    assert pre.history[0]["test_acc"] == pytest.approx(pro.history[0]["test_acc"], abs=1e-9)
 
 
 @pytest.mark.parametrize("method", ["pll-reg", "cc", "solar"])
