@@ -209,9 +209,10 @@ def management_table(trials: pd.DataFrame, epochs: pd.DataFrame) -> str:
                 row[short] = "" if m != m else f"{m:.3f}"
         for col, short in (("gmm_s", "GMM fit s/epoch"), ("relabel_s", "relabel s/epoch"),
                            ("method_s", "end_epoch s/epoch"), ("epoch_s", "epoch s")):
-            if col in e:
-                v = e[col].dropna()
-                row[short] = f"{v.mean():.3f}" if len(v) else ""
+            # mean over the epochs that ran the step; the last epoch's value if epochs lack the column
+            v = e[col].dropna() if col in e else t.get(f"final.{col}", pd.Series(dtype=float)).dropna()
+            if len(v):
+                row[short] = f"{v.mean():.3f}"
         rows[noise] = row
     df = pd.DataFrame(rows).T
     df.index.name = "noise"

@@ -271,6 +271,7 @@ def test_methods_train_two_epochs(small_multi, method, hp):
     res = train(data=weak, method=m, config=TrainConfig(arch="mlp", width=0.1, epochs=2, batch_size=64,
                                                         monitor="val_map", device="cpu"), seed=0)
     last = res.final
+    assert set(res.history[0]) == set(last)  # one schema per epoch (Parquet infers it from the first row)
     assert 0 < last["test_map"] <= 1 and np.isfinite(last["train_loss"])
     assert {"test_map_many", "test_map_medium", "test_map_few"} <= set(last)
     if method == "balancemix":

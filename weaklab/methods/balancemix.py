@@ -266,6 +266,11 @@ class BalanceMixHparams:
         check(self.ra_chunk >= 1, "hp.ra_chunk", self.ra_chunk, "an integer >= 1")
 
 
+#: per-epoch keys of the label-wise management, reported every epoch (NaN during warm-up)
+MANAGEMENT_KEYS = ("gmm_s", "relabel_s", "clean_frac", "relabel_frac", "ambiguous_frac")
+DIAG_KEYS = ("diag_clean_precision", "diag_clean_recall", "diag_relabel_precision", "diag_relabel_recall")
+
+
 @register_method
 class BalanceMix(MultilabelMethod):
     """Minority-augmented mixing (eq. 2-5) with fine-grained label-wise management (eq. 6-10)."""
@@ -294,7 +299,9 @@ class BalanceMix(MultilabelMethod):
         hp, Y = self.hp, data.weak["Y"].float()
         logits = self.logits_all(model, data.x, batch=hp.pass_batch)
         probs = torch.sigmoid(logits)
-        out: dict[str, float] = {}
+        # the same keys every epoch (NaN before the first fit): per-epoch rows share one schema
+        nan = float("nan")
+        out: dict[str, float] = dict.fromkeys(MANAGEMENT_KEYS, nan) if hp.clean else {}
         if hp.minority:
             P, A = class_confidences(probs=probs, Y=Y)
             self.p_sample = sampling_probs(instance_scores(Y=Y, P=P, A=A))
@@ -335,6 +342,9 @@ class BalanceMix(MultilabelMethod):
         Yc, Yn = data.hidden["Y"] > 0.5, data.weak["Y"] > 0.5
         out = {"diag_noisy_label_acc": float((Yn == Yc).float().mean()),
                "diag_refined_label_acc": float(((self.Y_ref > 0.5) == Yc).float().mean())}
+        if not self.hp.clean:
+            return out
+        out.update(dict.fromkeys(DIAG_KEYS, float("nan")))  # one schema for every epoch
         if self.p_G is None:
             return out
         clean = self.p_G > 0.5
