@@ -100,6 +100,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
+    torch.set_num_threads(1)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench_gpu_share: no GPU visible (torch.cuda.is_available() is False); nothing measured. "
               "Run it on a GPU machine, or with --device cpu for a dry run of the mechanics.")

@@ -1,6 +1,6 @@
 """Ray Tune overhead: a study's wall time against the sum of its trials' times / parallel slots.
 
-    python benchmarks/bench_tune.py                      # 6 trials of ~10 s on 2 slots, reuse_actors off and on
+    python benchmarks/bench_tune.py                      # 4 trials of ~10 s on 2 slots, reuse_actors off and on
     python benchmarks/bench_tune.py --trials 8 --epochs 8 --slots 2
 
 The trials are the tau-sweep study's homoscedastic config (small CNN on digits) with
@@ -80,7 +80,7 @@ def run_variant(configs: list[dict], reuse: bool, slots: int, root: str) -> dict
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--trials", type=int, default=6)
+    ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=12, help="train.epochs per trial (12 ~ 10 s on an idle core)")
     ap.add_argument("--slots", type=int, default=2, help="CPUs given to Ray = trials at once (1 CPU each)")
     ap.add_argument("--variants", default="false,true", help="reuse_actors values, in order")
