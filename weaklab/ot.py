@@ -203,6 +203,8 @@ def pot_plans(logp: Tensor, mask: Tensor, proportions: Tensor, *, lam: float | N
               max_iter: int = 2000, tol: float = 1e-9) -> Tensor:
     """Per-bag POT solves: ``ot.emd`` (eq. 4) when ``lam`` is None, else log-domain
     ``ot.sinkhorn`` with reg = 1/lambda (eq. 7). Returns plans (B, n, K), zero on padding."""
+    import warnings
+
     import ot
 
     lp = logp.detach().double().cpu().numpy()
@@ -211,14 +213,17 @@ def pot_plans(logp: Tensor, mask: Tensor, proportions: Tensor, *, lam: float | N
     out = np.zeros_like(lp)
     for b in range(lp.shape[0]):
         rows = np.flatnonzero(mk[b])
-        M = -lp[b, rows]
+        cols = np.flatnonzero(pr[b] > 0)  # absent classes get no mass; POT's log-domain solver would log(0)
+        M = -lp[b][np.ix_(rows, cols)]
         a = np.full(len(rows), 1.0 / len(rows))
-        pb = pr[b] / pr[b].sum()  # renormalise away float rounding: POT checks equal masses
+        pb = pr[b, cols] / pr[b, cols].sum()  # renormalise away float rounding: POT checks equal masses
         if lam is None:
-            out[b, rows] = ot.emd(a, pb, M)
+            out[b][np.ix_(rows, cols)] = ot.emd(a, pb, M)
         else:
-            out[b, rows] = ot.sinkhorn(a, pb, M, 1.0 / lam, method="sinkhorn_log", numItermax=max_iter,
-                                       stopThr=tol)
+            with warnings.catch_warnings():  # "did not converge" at max_iter: the caller measures the error
+                warnings.simplefilter("ignore", UserWarning)
+                out[b][np.ix_(rows, cols)] = ot.sinkhorn(a, pb, M, 1.0 / lam, method="sinkhorn_log",
+                                                         numItermax=max_iter, stopThr=tol)
     return torch.from_numpy(out).to(device=logp.device, dtype=logp.dtype)
 
 
