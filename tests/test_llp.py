@@ -188,3 +188,15 @@ def test_plot_from_checkpoint_starts_at_teacher_with_its_ot_labels(tmp_path):
         logp = torch.log_softmax(teacher(data.x), 1)
     want = ot_pseudo_labels(logp, m.layout, data.weak["proportions"], lam=None, solver="pot")
     assert torch.equal(m.q, want)
+
+
+def test_two_moons_gives_the_papers_40_bags_of_50():
+    from weaklab.data import load_dataset
+    from weaklab.models import build_model
+
+    d = load_dataset("moons")
+    assert d.x_train.shape == (2000, 1, 1, 2) and d.num_classes == 2
+    assert 0.0 <= float(d.x_train.min()) and float(d.x_train.max()) <= 1.0
+    w = label_proportion_bags(d, BagParams(bag_size=50), np.random.default_rng(0))
+    assert w.weak["proportions"].shape == (40, 2) and w.n == 2000
+    assert build_model("mlp3", in_shape=d.input_shape, num_classes=2)(d.x_val).shape == (500, 2)
