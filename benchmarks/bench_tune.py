@@ -19,7 +19,9 @@ Figures per variant:
   model build, checkpoint save and ``tune.report`` per epoch), i.e. overhead that is
   inside the trial's own time and so not in ``overhead``;
 - ``engine_share``: sum of ``epoch_s`` / (``study_wall_s`` x slots): the share of the
-  slots' time spent in the engine's epochs.
+  slots' time spent in the engine's epochs;
+- ``save_s_per_epoch_noray`` / ``save_share_noray``: measured first, without Ray, the
+  trainable's per-epoch ``save(tempdir)`` of the same config against its epoch time.
 """
 
 from __future__ import annotations
@@ -42,6 +44,27 @@ def trial_configs(n: int, epochs: int) -> list[dict]:
     base = next(c for c in expand(STUDIES.get("tau-sweep")) if c["method"] == "homoscedastic")
     return [{**base, "seed": s, "train.epochs": epochs, "train.patience": 0, "train.device": "cpu",
              "study": "bench-tune"} for s in range(n)]
+
+
+def checkpoint_cost(cfg: dict, epochs: int = 4) -> dict:
+    """Without Ray: seconds per epoch of the trainable's ``save(tempdir)`` against the epoch."""
+    from weaklab.engine import run_trial
+
+    saves = []
+
+    def on_epoch(history, save, last):
+        with tempfile.TemporaryDirectory() as d:
+            t0 = time.perf_counter()
+            save(d)
+            saves.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    hist = run_trial({**cfg, "train.epochs": epochs}, on_epoch=on_epoch).history
+    wall = time.perf_counter() - t0
+    epoch_s = sum(h["epoch_s"] for h in hist[1:]) / max(len(hist) - 1, 1)
+    save_s = sum(saves[1:]) / max(len(saves) - 1, 1)
+    return {"epoch_s": epoch_s, "save_s": save_s, "save_share": save_s / (epoch_s + save_s),
+            "setup_s": wall - sum(h["epoch_s"] for h in hist) - sum(saves)}
 
 
 def run_variant(configs: list[dict], reuse: bool, slots: int, root: str) -> dict:
@@ -91,6 +114,8 @@ def main() -> None:
     import ray
 
     configs = trial_configs(args.trials, args.epochs)
+    ck = checkpoint_cost(configs[0])
+    print(f"checkpoint per epoch (no Ray): {ck}", flush=True)
     t0 = time.perf_counter()
     ray.init(address="local", num_cpus=args.slots, include_dashboard=False, log_to_driver=False)
     init_s = time.perf_counter() - t0
@@ -99,6 +124,8 @@ def main() -> None:
         for v in args.variants.split(","):
             row = run_variant(configs, v.strip().lower() == "true", args.slots, root)
             row["ray_init_s"] = init_s
+            row["save_s_per_epoch_noray"] = ck["save_s"]
+            row["save_share_noray"] = ck["save_share"]
             rows.append(row)
             print(row, flush=True)
     ray.shutdown()
