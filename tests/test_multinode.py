@@ -157,7 +157,7 @@ def cluster():
     ray.shutdown()
     c.shutdown()
     if was_local:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
 
 
 def test_preflight_against_live_cluster(cluster, tmp_path):
@@ -206,9 +206,12 @@ def _kill_a_busy_worker(cluster, exp_dir: str, done: threading.Event, report: di
 
 
 @pytest.mark.slow
-def test_worker_lost_mid_study_trials_resume_on_other_node(cluster, tiny_study, tmp_path):
+def test_worker_lost_mid_study_trials_resume_on_other_node(cluster, tiny_study, tmp_path, monkeypatch):
     import pandas as pd
     import ray._private.state
+
+    # Tune's result.json per trial (the runner turns it off) lets this test follow the trials
+    monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
 
     from weaklab.store import load_study
     from weaklab.tune.runner import run_study

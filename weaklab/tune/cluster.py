@@ -63,13 +63,12 @@ def _tcp_reachable(host: str, port: int, timeout: float) -> str | None:
 def check_address(address: str | None, *, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
     """Return the ``host:port`` Ray will connect to (None: start a local Ray), or raise.
 
-    ``None`` and ``local`` start Ray on this machine (unless RAY_ADDRESS names a
-    cluster, as ``ray.init`` does); ``auto`` is the cluster last started on this machine
-    with ``ray start``/``ray up``; anything else is ``HOST:PORT`` or ``ray://HOST:PORT``.
+    ``None`` and ``local`` start a fresh Ray on this machine (the runner passes
+    ``address="local"``, so RAY_ADDRESS is not consulted); ``auto`` is the cluster last
+    started on this machine with ``ray start``/``ray up``; anything else is ``HOST:PORT``
+    or ``ray://HOST:PORT``.
     """
     flag = "--address"
-    if address is None and os.environ.get("RAY_ADDRESS"):
-        address, flag = os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
     if address is None or address == "local":
         return None
     if address == "auto":
@@ -255,15 +254,6 @@ def check_resources(*, cpus_per_trial: float, gpus_per_trial: float,
     raise ConfigError(f"{what}; trials would wait forever ({shown})")
 
 
-def cluster_offers(autoscaler_config: Mapping[str, Any] | None = None) -> list[tuple[str, dict[str, float]]]:
-    """What nodes of the connected cluster offer now, plus what the autoscaler may add."""
-    import ray
-
-    offers = node_offers(ray.nodes())
-    config = autoscaler_config if autoscaler_config is not None else read_autoscaler_config()
-    return offers + node_type_offers(config) + _gcs_node_groups()
-
-
 def _multi_host(offers_now: Sequence[tuple[str, Mapping[str, float]]], autoscaled: bool) -> bool:
     hosts = {k for _, res in offers_now for k in res if k.startswith("node:") and k != "node:__internal_head__"}
     return len(hosts) > 1 or autoscaled
@@ -291,8 +281,7 @@ def preflight(*, address: str | None, storage: str | None, cpus_per_trial: float
             offers = [("this machine", {"CPU": float(os.cpu_count() or 1), "GPU": float(_local_gpus())})]
             check_resources(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, offers=offers)
             return
-        ray.init(address=address if address not in (None, "local") else target, log_to_driver=False,
-                 logging_level="ERROR")
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     now = node_offers(ray.nodes())
     config = autoscaler_config if autoscaler_config is not None else read_autoscaler_config()
     later = node_type_offers(config) + _gcs_node_groups()
