@@ -54,3 +54,12 @@ def test_bad_status_and_missing_folder(tmp_path):
         store.trial_row(study="s", trial_id="x", config=_configs()[0], status="weird", history=[])
     with pytest.raises(FileNotFoundError, match="not a weaklab study"):
         store.load_study(str(tmp_path))
+
+
+def test_metrics_that_start_in_a_later_epoch_are_kept(tmp_path):
+    hist = [{"epoch": 1, "val_acc": 0.1, "best_epoch": 1},
+            {"epoch": 2, "val_acc": 0.2, "gmm_s": 0.5, "best_epoch": 2}]
+    store.write_trial(str(tmp_path), store.trial_row(study="s", trial_id="t", config=_configs()[0],
+                                                     status="completed", history=hist), hist)
+    _, epochs = store.load_study(str(tmp_path))
+    assert epochs["gmm_s"].isna().tolist() == [True, False]

@@ -111,7 +111,10 @@ def write_trial(study_dir: str, row: dict[str, Any], history: Iterable[dict[str,
     tid = row["trial_id"]
     epochs = [{"study": row["study"], "trial_id": tid, **h} for h in history]
     if epochs:
-        _atomic_write(pa.Table.from_pylist(epochs), os.path.join(study_dir, "epochs", f"{tid}.parquet"))
+        # the union of keys over all epochs: a metric that starts later (a GMM fitted after
+        # warm-up) must not be dropped, which from_pylist's first-row schema would do
+        table = pa.Table.from_pandas(pd.DataFrame.from_records(epochs), preserve_index=False)
+        _atomic_write(table, os.path.join(study_dir, "epochs", f"{tid}.parquet"))
     _atomic_write(pa.Table.from_pylist([row]), os.path.join(study_dir, "trials", f"{tid}.parquet"))
 
 
