@@ -152,8 +152,9 @@ def group_figure(trials: pd.DataFrame, out: Path, name: str = "map_by_class_grou
         ax.set_xticks(np.arange(3) + width * (len(rows) - 1) / 2, GROUPS)
         ax.set_title(f"test mAP by class group, {noise}")
     axes[0][0].set_ylabel("last-epoch test mAP (%)")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(rows), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))  # room for the legend under the panels
     path = out / name
     fig.savefig(path, dpi=120)
     plt.close(fig)
