@@ -22,6 +22,7 @@ predictions themselves), ``mixup``; ``avg_last`` averages the last T label sets
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -239,9 +240,14 @@ class DLLP(Method):
             torch.cuda.synchronize(q.device)
         return q, time.perf_counter() - t0
 
+    #: every epoch reports the same keys (NaN where a value does not apply), so per-epoch
+    #: tables have the same columns from the first epoch on
+    diag_keys: tuple[str, ...] = ("train_acc", "ot_acc")
+
     def end_epoch(self, model, data, epoch):
         logp = predict_log_probs(model, data.x)
-        out = {"prop_l1": bag_proportion_l1(logp.exp(), data.weak["bag"], data.weak["proportions"]).mean().item()}
+        out = {"prop_l1": bag_proportion_l1(logp.exp(), data.weak["bag"], data.weak["proportions"]).mean().item(),
+               "ot_s": math.nan}
         self._diag = {"train_acc": logp.argmax(1)}
         if self.hp.track_ot:
             q, out["ot_s"] = self._ot(logp, data, None)
@@ -250,7 +256,8 @@ class DLLP(Method):
 
     def diagnostics(self, data):
         y = data.hidden["y"]
-        return {f"diag_{k}": (v == y).float().mean().item() for k, v in self._diag.items()}
+        return {f"diag_{k}": (self._diag[k] == y).float().mean().item() if k in self._diag else math.nan
+                for k in self.diag_keys}
 
 
 @register_method
@@ -260,6 +267,7 @@ class PLOT(DLLP):
     name = "plot"
     Hparams = PLOTHparams
     state_keys = ("q", "q_hist", "teacher", "teacher_pending")
+    diag_keys = ("train_acc", "ot_acc", "pseudo_acc")
 
     def init_state(self, data: WeakData) -> None:
         super().init_state(data)
@@ -327,7 +335,7 @@ class PLOT(DLLP):
         logp = predict_log_probs(model, data.x)
         bag, props = data.weak["bag"], data.weak["proportions"]
         out: dict[str, float] = {"prop_l1": bag_proportion_l1(logp.exp(), bag, props).mean().item(),
-                                 "stage": 1.0 if epoch < s1 else 2.0}
+                                 "stage": 1.0 if epoch < s1 else 2.0, "ot_s": math.nan, "label_prop_l1": math.nan}
         self._diag = {"train_acc": logp.argmax(1)}
         if epoch >= s1 - self.hp.avg_last:  # the teacher's last T epochs seed the average
             raw, extra = self._raw_labels(logp, data)
@@ -335,7 +343,8 @@ class PLOT(DLLP):
             # 0 for exact OT; the Sinkhorn tolerance for entropic; large without OT (Table 3 rows)
             out["label_prop_l1"] = bag_proportion_l1(raw, bag, props).max().item()
             self._push(raw)
-            self._diag["ot_acc" if self.hp.ot else "raw_acc"] = raw.argmax(1)
+            if self.hp.ot:
+                self._diag["ot_acc"] = raw.argmax(1)
             self._diag["pseudo_acc"] = self.q.argmax(1)
         elif self.hp.track_ot:
             q, out["ot_s"] = self._ot(logp, data, None)
