@@ -9,7 +9,11 @@ sample selection, consistency and mixup switches, and report ``label_update_s`` 
   the current prediction, the special case ``lambda = 1, M = 0`` of eq. 5.
 - ``cc`` (Feng et al. 2020): the classifier-consistent risk for uniformly drawn candidate
   sets, ``-log sum_j S_ij f_ij``; its extras use the candidate-normalised prediction
-  (eq. 1) as target, since CC itself has no pseudo labels.
+  (eq. 1) as target, since CC itself has no pseudo labels. Note that the gradient of this
+  risk, ``-sum_j (S_ij f_ij / sum_k S_ik f_ik) grad log f_ij``, is exactly PRODEN's with
+  ``w`` recomputed from the current prediction (as eq. 1 and Algorithm 1 do), so ``cc``
+  and ``proden`` here differ only by float rounding (the original PRODEN reuses the
+  previous epoch's ``w``; paper 001's closed form does not).
 - ``solar`` (Wang et al. 2022): pseudo labels by entropic optimal transport between the
   samples (mass 1/n each) and the estimated class prior ``r`` (eq. 6), restricted to the
   candidates, solved by Sinkhorn-Knopp with a fixed iteration cap T over the batch plus a
