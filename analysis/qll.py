@@ -206,6 +206,15 @@ def figure_table_1(trials: pd.DataFrame, out: Path, name: str = "table1_accuracy
     return path
 
 
+def chance_level_runs(trials: pd.DataFrame, metric: str = ACC) -> list[str]:
+    """Final-phase runs that never left chance (accuracy below 2/c): they dominate a std over few seeds."""
+    t = final_phase(trials)
+    c = t["dataset"].map({"cifar100": 100}).fillna(10)
+    low = t[t[metric] < 2.0 / c]
+    return [f"{r['method']} {setting_name(r['dataset'], r['setting.mix'], r['setting.m'])} seed {r['seed']}: "
+            f"{100 * r[metric]:.1f}%" for _, r in low.iterrows()]
+
+
 @register_report("qll-compare")
 def report_qll_compare(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> str:
     trials = with_max_epoch_acc(trials, epochs)
@@ -215,6 +224,8 @@ def report_qll_compare(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) ->
     lines = ["## Table I: test accuracy (%) at the best-validation epoch, mean ± std over seeds (best in bold)", "",
              markdown_table(table_1(trials)), "", f"![Table I]({fig.name})", "",
              "### CPU against CE, paired by seed", "", markdown_table(cpu_vs_ce(trials)), "",
+             "Runs stuck at chance level (accuracy < 2/c): "
+             + ("; ".join(chance_level_runs(trials)) or "none") + ".", "",
              "### The paper's metric: best test accuracy over epochs (max-epoch)", "",
              markdown_table(table_1(trials, MAX_ACC)), "",
              "### Hyperparameters chosen on the validation split", "", markdown_table(chosen_hparams(trials)), ""]
