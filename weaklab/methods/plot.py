@@ -275,7 +275,6 @@ class PLOT(DLLP):
         self.q_hist: Tensor | None = None  # (T', N, K) the last T raw label sets
         self.teacher: dict[str, Tensor] | None = None
         self.teacher_pending = torch.tensor(False)
-        self._init_weights: dict[str, Tensor] | None = None
         if self.hp.stage1_epochs == 0:
             self.teacher = load_teacher(self.hp.stage1_checkpoint, self.device)
             self.teacher_pending = torch.tensor(True)
