@@ -1,11 +1,11 @@
 """Ray Tune overhead: a study's wall time against the sum of its trials' times / parallel slots.
 
-    python benchmarks/bench_tune.py                      # 4 trials of ~10 s on 2 slots, reuse_actors off and on
+    python benchmarks/bench_tune.py                      # 4 trials of ~10 s CPU on 2 slots, reuse_actors off and on
     python benchmarks/bench_tune.py --trials 8 --epochs 8 --slots 2
 
 The trials are the tau-sweep study's homoscedastic config (small CNN on digits) with
-seeds 0..N-1 and ``train.epochs=--epochs`` (about 0.6-0.8 s an epoch on one idle core:
-12 epochs ~ 10 s). The Tuner is built here as ``weaklab.tune.runner`` builds it (the
+seeds 0..N-1 and ``train.epochs=--epochs`` (about 0.24 CPU seconds an epoch: 40 epochs
+~ 10 s on an idle core). The Tuner is built here as ``weaklab.tune.runner`` builds it (the
 function trainable ``weaklab_trainable`` with 1 CPU per trial, ``ParquetCallback``, a
 checkpoint per epoch, keep 1) once with ``reuse_actors=False`` and once with ``True``,
 in one local Ray instance of ``--slots`` CPUs.
@@ -21,7 +21,15 @@ Figures per variant:
 - ``engine_share``: sum of ``epoch_s`` / (``study_wall_s`` x slots): the share of the
   slots' time spent in the engine's epochs;
 - ``save_s_per_epoch_noray`` / ``save_share_noray``: measured first, without Ray, the
-  trainable's per-epoch ``save(tempdir)`` of the same config against its epoch time.
+  trainable's per-epoch ``save(tempdir)`` of the same config against its epoch time;
+- load-robust CPU accounting: ``tree_cpu_s`` is the CPU seconds used during ``fit()`` by
+  the driver and every Ray process it started (GCS, raylet, workers; from /proc);
+  ``engine_cpu_s_noray`` = trials x epochs x the CPU seconds of one epoch measured without
+  Ray; ``overhead_cpu_s_per_trial`` and ``overhead_cpu_share`` = 1 - engine / tree are
+  what Ray, the trainable (imports, data, checkpoints, reports) and the callbacks cost in
+  CPU, which a shared machine inflates far less than wall time. With every core busy
+  (slots = cores), ``overhead_cpu_share`` is what the wall-time overhead would be on an
+  idle machine.
 """
 
 from __future__ import annotations
@@ -46,24 +54,64 @@ def trial_configs(n: int, epochs: int) -> list[dict]:
              "study": "bench-tune"} for s in range(n)]
 
 
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def tree_cpu_s() -> float:
+    """CPU seconds used so far by this process, its reaped children, and every live
+    descendant (Ray's GCS, raylet, workers) with the children they reaped (Linux /proc)."""
+    t = os.times()
+    total = t.user + t.system + t.children_user + t.children_system
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in _descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                f = fh.read().rsplit(")", 1)[1].split()
+            total += sum(int(v) for v in f[11:15]) / tick  # utime stime cutime cstime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def checkpoint_cost(cfg: dict, epochs: int = 4) -> dict:
-    """Without Ray: seconds per epoch of the trainable's ``save(tempdir)`` against the epoch."""
+    """Without Ray: seconds per epoch of the trainable's ``save(tempdir)`` against the epoch,
+    and the CPU seconds of one epoch without the save."""
     from weaklab.engine import run_trial
 
-    saves = []
+    saves, cpu = [], [time.process_time()]
 
     def on_epoch(history, save, last):
+        cpu.append(time.process_time())
         with tempfile.TemporaryDirectory() as d:
             t0 = time.perf_counter()
             save(d)
             saves.append(time.perf_counter() - t0)
+        cpu.append(time.process_time())  # the next epoch starts after the save
 
     t0 = time.perf_counter()
     hist = run_trial({**cfg, "train.epochs": epochs}, on_epoch=on_epoch).history
     wall = time.perf_counter() - t0
     epoch_s = sum(h["epoch_s"] for h in hist[1:]) / max(len(hist) - 1, 1)
     save_s = sum(saves[1:]) / max(len(saves) - 1, 1)
+    starts, ends = cpu[0::2], cpu[1::2]  # epoch k runs from starts[k] to ends[k]
+    epoch_cpu = [e - b for b, e in zip(starts, ends)][1:]
     return {"epoch_s": epoch_s, "save_s": save_s, "save_share": save_s / (epoch_s + save_s),
+            "epoch_cpu_s": sum(epoch_cpu) / max(len(epoch_cpu), 1),
             "setup_s": wall - sum(h["epoch_s"] for h in hist) - sum(saves)}
 
 
@@ -86,9 +134,11 @@ def run_variant(configs: list[dict], reuse: bool, slots: int, root: str) -> dict
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
     load = os.getloadavg()[0]
+    c0 = tree_cpu_s()
     t0 = time.perf_counter()
     tuner.fit()
     wall = time.perf_counter() - t0
+    cpu = tree_cpu_s() - c0
     trials, epochs = load_study(study_dir)
     sum_trial = float(trials["wall_s"].sum())
     epoch_sum = epochs.groupby("trial_id")["epoch_s"].sum()
@@ -98,13 +148,13 @@ def run_variant(configs: list[dict], reuse: bool, slots: int, root: str) -> dict
             "slots": slots, "mean_trial_s": sum_trial / len(trials), "study_wall_s": wall, "sum_trial_s": sum_trial,
             "ideal_s": ideal, "overhead": 1 - ideal / wall, "overhead_s_per_trial": (wall - ideal) * slots / len(trials),
             "in_trial_s": in_trial, "engine_share": float(epochs["epoch_s"].sum()) / (wall * slots),
-            "target_met": (1 - ideal / wall) <= 0.10, "load1_start": load, "load1_end": os.getloadavg()[0]}
+            "target_met": (1 - ideal / wall) <= 0.10, "tree_cpu_s": cpu, "load1_start": load, "load1_end": os.getloadavg()[0]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=12, help="train.epochs per trial (12 ~ 10 s on an idle core)")
+    ap.add_argument("--epochs", type=int, default=40, help="train.epochs per trial (40 ~ 10 s of CPU, 0.24 s an epoch)")
     ap.add_argument("--slots", type=int, default=2, help="CPUs given to Ray = trials at once (1 CPU each)")
     ap.add_argument("--variants", default="false,true", help="reuse_actors values, in order")
     args = ap.parse_args()
@@ -126,6 +176,11 @@ def main() -> None:
             row["ray_init_s"] = init_s
             row["save_s_per_epoch_noray"] = ck["save_s"]
             row["save_share_noray"] = ck["save_share"]
+            engine_cpu = ck["epoch_cpu_s"] * args.epochs * row["trials"]
+            row["engine_cpu_s_noray"] = engine_cpu
+            row["overhead_cpu_s_per_trial"] = (row["tree_cpu_s"] - engine_cpu) / row["trials"]
+            row["overhead_cpu_share"] = 1 - engine_cpu / row["tree_cpu_s"]
+            row["engine_cpu_s_per_trial"] = engine_cpu / row["trials"]
             rows.append(row)
             print(row, flush=True)
     ray.shutdown()
