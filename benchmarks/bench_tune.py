@@ -23,7 +23,8 @@ Figures per variant:
 - ``save_s_per_epoch_noray`` / ``save_share_noray``: measured first, without Ray, the
   trainable's per-epoch ``save(tempdir)`` of the same config against its epoch time;
 - load-robust CPU accounting: ``tree_cpu_s`` is the CPU seconds used during ``fit()`` by
-  the driver and every Ray process it started (GCS, raylet, workers; from /proc);
+  the driver and every Ray process it started (GCS, raylet, workers; /proc sampled every
+  0.2 s while each lives);
   ``engine_cpu_s_noray`` = trials x epochs x the CPU seconds of one epoch measured without
   Ray; ``overhead_cpu_s_per_trial`` and ``overhead_cpu_share`` = 1 - engine / tree are
   what Ray, the trainable (imports, data, checkpoints, reports) and the callbacks cost in
@@ -38,6 +39,7 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 import time
 
 import torch
@@ -72,20 +74,51 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
-def tree_cpu_s() -> float:
-    """CPU seconds used so far by this process, its reaped children, and every live
-    descendant (Ray's GCS, raylet, workers) with the children they reaped (Linux /proc)."""
-    t = os.times()
-    total = t.user + t.system + t.children_user + t.children_system
+def _cpu_of(pids) -> dict[int, float]:
     tick = os.sysconf("SC_CLK_TCK")
-    for pid in _descendants(os.getpid()):
+    out = {}
+    for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as fh:
                 f = fh.read().rsplit(")", 1)[1].split()
-            total += sum(int(v) for v in f[11:15]) / tick  # utime stime cutime cstime
+            out[pid] = sum(int(v) for v in f[11:15]) / tick  # utime stime cutime cstime
         except (OSError, IndexError, ValueError):
             pass
-    return total
+    return out
+
+
+class TreeCPU:
+    """CPU seconds used by this process and every descendant (Ray's GCS, raylet, workers)
+    between ``start()`` and ``stop()``, from /proc sampled every ``period`` seconds: the
+    raylet does not account its exited workers in its own ``cutime``, so each process is
+    followed while it lives (what a worker uses in its last ``period`` is missed)."""
+
+    def __init__(self, period: float = 0.2):
+        self.period, self._stop = period, threading.Event()
+
+    def _sample(self) -> None:
+        for pid, v in _cpu_of(_descendants(self.me)).items():
+            self.first.setdefault(pid, 0.0)  # born after start(): all its CPU counts
+            self.last[pid] = v
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            self._sample()
+
+    def start(self) -> "TreeCPU":
+        self.me = os.getpid()
+        self.first = _cpu_of(_descendants(self.me))
+        self.last = dict(self.first)
+        self.t_self = time.process_time()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> float:
+        self._sample()
+        self._stop.set()
+        self._thread.join()
+        return (time.process_time() - self.t_self) + sum(self.last[p] - self.first.get(p, 0.0) for p in self.last)
 
 
 def checkpoint_cost(cfg: dict, epochs: int = 4) -> dict:
@@ -134,11 +167,11 @@ def run_variant(configs: list[dict], reuse: bool, slots: int, root: str) -> dict
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
     load = os.getloadavg()[0]
-    c0 = tree_cpu_s()
+    sampler = TreeCPU().start()
     t0 = time.perf_counter()
     tuner.fit()
     wall = time.perf_counter() - t0
-    cpu = tree_cpu_s() - c0
+    cpu = sampler.stop()
     trials, epochs = load_study(study_dir)
     sum_trial = float(trials["wall_s"].sum())
     epoch_sum = epochs.groupby("trial_id")["epoch_s"].sum()
