@@ -74,3 +74,19 @@ def test_early_stopping_uses_patience():
 def test_nan_loss_raises():
     with pytest.raises(FloatingPointError, match="loss became"):
         run_trial(_cfg("homoscedastic", **{"train.lr": 1e30, "train.epochs": 3}))
+
+
+def test_multistep_schedule_decays_at_fractions_of_training():
+    r = run_trial(_cfg(**{"train.epochs": 4, "train.schedule": "multistep", "train.milestones": "0.5,0.75",
+                          "train.step_gamma": 0.1, "train.lr": 1e-3}))
+    # the row records the lr after the epoch's scheduler step: decays after epochs 2 and 3
+    lrs = [h["lr"] for h in r.history]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[1] == pytest.approx(1e-4) and lrs[2] == pytest.approx(1e-5)
+
+
+def test_bad_milestones_are_one_line():
+    from weaklab.config import TrainConfig
+    from weaklab.registry import ConfigError
+
+    with pytest.raises(ConfigError, match="train.milestones='0.5,1.5'"):
+        TrainConfig(milestones="0.5,1.5")

@@ -45,11 +45,14 @@ class TrainConfig:
     adam_eps: float = 1e-8
     """Adam epsilon (paper 002 uses 1e-7)"""
     schedule: str = "none"
-    """none | cosine (to 0 over ``epochs``) | step (x step_gamma every step_size epochs)"""
+    """none | cosine (to 0 over ``epochs``) | step (x step_gamma every step_size epochs) |
+    multistep (x step_gamma at each of ``milestones``)"""
     step_size: int = 100
     """epochs between lr decays under ``step``"""
     step_gamma: float = 0.5
-    """lr factor per decay under ``step``"""
+    """lr factor per decay under ``step`` and ``multistep``"""
+    milestones: str = "0.5,0.75"
+    """``multistep`` decay points as comma-separated fractions of ``epochs`` (e.g. 0.5,0.75)"""
     patience: int = 0
     """early stopping: epochs without improvement of ``monitor`` (0 = never stop early)"""
     monitor: str = "val_acc"
@@ -65,6 +68,9 @@ class TrainConfig:
     device: str = "auto"
     """auto (the GPU Ray assigned, else CPU) | cpu | cuda"""
 
+    def milestone_epochs(self) -> list[int]:
+        return sorted({max(1, round(float(v) * self.epochs)) for v in str(self.milestones).split(",") if v.strip()})
+
     def __post_init__(self):
         from weaklab.models import ARCHS
 
@@ -77,7 +83,14 @@ class TrainConfig:
         check(0 <= self.momentum < 1, "train.momentum", self.momentum, "a value in [0, 1)")
         check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a value >= 0")
         check(0 <= self.adam_beta1 < 1, "train.adam_beta1", self.adam_beta1, "a value in [0, 1)")
-        check(self.schedule in ("none", "cosine", "step"), "train.schedule", self.schedule, "none, cosine or step")
+        check(self.schedule in ("none", "cosine", "step", "multistep"), "train.schedule", self.schedule,
+              "none, cosine, step or multistep")
+        try:
+            fractions = [float(v) for v in str(self.milestones).split(",") if v.strip()]
+        except ValueError:
+            fractions = [-1.0]
+        check(all(0 < f < 1 for f in fractions), "train.milestones", self.milestones,
+              "comma-separated fractions of train.epochs in (0, 1), e.g. 0.5,0.75")
         check(self.step_size >= 1, "train.step_size", self.step_size, "an integer >= 1")
         check(0 < self.step_gamma <= 1, "train.step_gamma", self.step_gamma, "a factor in (0, 1]")
         check(self.patience >= 0, "train.patience", self.patience, "an integer >= 0 (0 = off)")

@@ -72,6 +72,8 @@ def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.l
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     if cfg.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.step_gamma)
+    if cfg.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.milestone_epochs(), gamma=cfg.step_gamma)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
