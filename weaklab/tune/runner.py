@@ -182,7 +182,7 @@ def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions,
 
     from weaklab import store
     from weaklab.tune.callbacks import ParquetCallback, ProgressCallback
-    from weaklab.tune.trainable import weaklab_trainable
+    from weaklab.tune.trainable import WeaklabTrainable
 
     # a checkpoint per epoch (so failed trials resume where they were) forces frequent
     # experiment snapshots; Tune's warning about it would bury the progress lines
@@ -191,7 +191,7 @@ def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions,
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     storage = _storage_path(opts)
     exp_path = storage.rstrip("/") + "/" + experiment
-    trainable = tune.with_resources(weaklab_trainable, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
+    trainable = tune.with_resources(WeaklabTrainable, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
     if opts.resume:
         tuner = _restore(exp_path, trainable, opts)
     else:
