@@ -217,7 +217,9 @@ class DLLP(Method):
     def _solver(self, lam: float | None) -> str:
         if self.hp.solver != "auto":
             return self.hp.solver
-        return "pot" if lam is None else "batched"  # measured fastest in benchmarks/bench_ot.py
+        # benchmarks/bench_ot.py, 1 CPU thread, 45,000 instances in bags of 64: exact OT
+        # 0.08 s POT vs 0.51 s batched SSP; entropic (lambda 25) 86 s POT vs 6.5 s batched Sinkhorn
+        return "pot" if lam is None else "batched"
 
     def batches(self, data: WeakData, epoch: int, batch_size: int) -> Iterator[Tensor]:
         """Whole bags per step: about ``batch_size`` instances, at least one bag."""
