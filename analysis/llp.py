@@ -184,12 +184,14 @@ def report(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> str:
             g.index.name = f"{label} − DLLP"
             lines += [f"Paired gain of {label} over DLLP (same seed, last epoch), 95% bootstrap CI, "
                       "two-tailed paired t-test:", "", markdown_table(g), ""]
+            trend = []
             for sizes, what in ((PAPER_BAGS, "over the paper's bag sizes 16-128"), (None, "over all bag sizes run")):
                 sel = gain if sizes is None else gain[gain["bag_size"].isin(sizes)]
                 if len(sel) >= 2:
                     grows = bool(np.all(np.diff(sel.sort_values("bag_size")["gain"].to_numpy()) > 0))
-                    lines.append(f"- mean gain increases with bag size {what}: **{'yes' if grows else 'no'}**")
-            lines += ["", "(The paper reports that the gain grows with the bag size.)", ""]
+                    trend.append(f"- mean gain increases with bag size {what}: **{'yes' if grows else 'no'}**")
+            if trend:
+                lines += trend + ["", "(The paper reports that the gain grows with the bag size.)", ""]
     abl = ablation(trials)
     if len(abl):
         abl.index.name = f"Table 3 (bag size {ABLATION_BAG}, last epoch)"
