@@ -25,7 +25,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDY = "ft-tiny-resume"
-EPOCHS = 15
+EPOCHS = 10
 N_TRIALS = 6
 
 DRIVER = textwrap.dedent(f"""
