@@ -47,6 +47,18 @@ def test_unreachable_address_is_a_one_line_error_not_a_hang():
         check_address("127.0.0.1:notaport")
 
 
+def test_cli_unreachable_address_exits_2_with_one_line(tmp_path, capsys):
+    from weaklab.cli import main
+
+    port = _free_port()
+    rc = main(["run", "tau-sweep", "--smoke", "--no-report", "--results", str(tmp_path),
+               "--address", f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err == [f"weaklab: error: --address='127.0.0.1:{port}' is not reachable (Connection refused): is the "
+                   f"cluster up (`ray status` on the head) and the port open from here?"]
+
+
 def test_address_auto_needs_a_cluster_on_this_machine(monkeypatch):
     import ray._private.services as services
 
