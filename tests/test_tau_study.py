@@ -20,6 +20,8 @@ def test_tau_sweep_smoke_end_to_end(ray_local, tmp_path):
     assert (trials["epochs"] == 3).all() and len(epochs) == 8 * 3
     assert trials["best.test_noisy_ll"].notna().all() and (trials["best.test_noisy_ll"] < 0).all()
     assert (trials["wall_s"] > 0).all() and (trials["device"] == "cpu").all()
+    # the realised noise of each trial's weak labels is stored beside its results
+    assert trials["info.flip_rate"].between(0.05, 0.3).all()
     # epochs rows match the per-trial history and are keyed by trial
     assert set(epochs["trial_id"]) == set(trials["trial_id"])
     assert epochs.groupby("trial_id")["epoch"].apply(list).map(lambda e: e == [1, 2, 3]).all()

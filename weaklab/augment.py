@@ -18,7 +18,6 @@ import math
 import numpy as np
 import torch
 from torch.nn import functional as F
-from torchvision.transforms.v2 import functional as TF
 
 Tensor = torch.Tensor
 
@@ -73,6 +72,10 @@ def random_affine(x: Tensor, *, max_rotate: float = 30.0, max_shear: float = 0.3
 def random_color(x: Tensor, *, strength: float = 0.5, p: float = 0.5) -> Tensor:
     """Per-sample brightness and contrast factors in [1 - strength, 1 + strength], and
     solarize / autocontrast / equalize each with probability ``p / 2``."""
+    # imported here: torchvision's transforms cost ~2 s of CPU at import, paid by every new
+    # Ray worker and CLI call even when no method augments (benchmarks/RESULTS.md)
+    from torchvision.transforms.v2 import functional as TF
+
     B, dev = x.shape[0], x.device
     sel = lambda q: (torch.rand(B, device=dev) < q)[:, None, None, None]
     bright = _uniform(B, 1 - strength, 1 + strength, device=dev)[:, None, None, None]

@@ -70,7 +70,9 @@ class ParquetCallback(tune.Callback):
                  "wall_s": float(meta.get("wall_s", 0.0)), "device": meta.get("device", ""),
                  "node_ip": meta.get("node_ip", ""), "hostname": meta.get("hostname", ""),
                  "cpus": float(res.get("CPU", 0)), "gpu_fraction": float(res.get("GPU", 0)),
-                 "started_at": self.started.get(tid, ""), "ended_at": _now()}
+                 "started_at": self.started.get(tid, ""), "ended_at": _now(),
+                 # facts of the realised weak labels (flip rate, imbalance, candidate-set size)
+                 **{f"info.{k}": v for k, v in meta.get("info", {}).items()}}
         row = store.trial_row(study=self.study, trial_id=tid, config=materialize(trial.config), status=status,
                               history=history, error=error, extra=extra)
         store.write_trial(self.study_dir, row, history)

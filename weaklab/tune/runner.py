@@ -189,6 +189,10 @@ def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions,
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Parquet is the store: Tune's own CSV/JSON/TensorBoard logs would duplicate every result
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # ...so the ResultGrid Tune builds at the end finds no result.json and warns per trial
+    import logging
+
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     storage = _storage_path(opts)
     exp_path = storage.rstrip("/") + "/" + experiment
     trainable = tune.with_resources(WeaklabTrainable, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})

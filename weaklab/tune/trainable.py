@@ -21,7 +21,7 @@ from ray import tune
 from ray.train._internal.session import _TrainingResult
 from ray.tune.trainable import wrap_function
 
-from weaklab.engine import resolve_device, run_trial
+from weaklab.engine import build_trial, resolve_device, train
 
 
 def materialize(config: dict[str, Any]) -> dict[str, Any]:
@@ -68,8 +68,9 @@ def weaklab_trainable(config: dict[str, Any]) -> None:
     restore_ctx = checkpoint.as_directory() if checkpoint else None
     restore = restore_ctx.__enter__() if restore_ctx else None
     device = str(resolve_device(cfg.get("train.device", "auto")))
+    trial, weak, method = build_trial(cfg)
     meta_static = {"device": device, "node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
-                   "restored": restore is not None}
+                   "restored": restore is not None, "info": dict(weak.info)}
 
     reported = []
 
@@ -84,7 +85,8 @@ def weaklab_trainable(config: dict[str, Any]) -> None:
             tune.report({**row, "weaklab": meta}, checkpoint=tune.Checkpoint.from_directory(d))
 
     try:
-        result = run_trial(cfg, on_epoch=on_epoch, restore=restore)
+        result = train(data=weak, method=method, config=trial.train, seed=trial.seed, on_epoch=on_epoch,
+                       restore=restore)
         if not reported and result.history:
             # restored from its final checkpoint (the trial had ended, but the experiment
             # state Tune resumed from had not seen it end): nothing left to train, so
