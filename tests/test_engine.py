@@ -90,3 +90,23 @@ def test_bad_milestones_are_one_line():
 
     with pytest.raises(ConfigError, match="train.milestones='0.5,1.5'"):
         TrainConfig(milestones="0.5,1.5")
+
+
+def test_second_stage_keeps_first_stage_weights_at_the_switch():
+    """PLOT's first stage is DLLP, and the switch to stage two (student_init=teacher: a fresh
+    optimizer, the same weights) keeps the stage-one model: its row at the last DLLP epoch
+    equals plain DLLP's with the same seed."""
+    from studies import STUDIES
+
+    study = resolve(STUDIES.get("llp-bag-size"), smoke=True)
+    cfgs = expand(study)
+    plot = next(c for c in cfgs if c["method"] == "plot" and c.get("hp.student_init", "teacher") == "teacher")
+    s1 = 2
+    plot = {**plot, "hp.stage1_epochs": s1, "train.epochs": s1 + 1, "train.patience": 0}
+    dllp = next(c for c in cfgs if c["method"] == "dllp" and c["seed"] == plot["seed"]
+                and c.get("setting.bag_size") == plot.get("setting.bag_size"))
+    dllp = {**dllp, "train.epochs": s1, "train.patience": 0}
+    for k in ("train.arch", "train.width", "train.lr", "train.batch_size", "train.adam_beta1"):
+        dllp[k] = plot.get(k, dllp.get(k))
+    a, b = run_trial(plot).history, run_trial(dllp).history
+    assert a[s1 - 1]["test_acc"] == pytest.approx(b[s1 - 1]["test_acc"])

@@ -177,6 +177,10 @@ def train(*, data: WeakData, method: Method, config: TrainConfig, seed: int, on_
             sched = make_schedule(opt, cfg)
             method.reinit_requested = False
             best_value, bad_epochs, best_weights = -math.inf, 0, None
+        if method.reset_optimizer_requested:  # a second stage that continues from these weights
+            opt = make_optimizer(model.parameters(), cfg)
+            sched = make_schedule(opt, cfg)
+            method.reset_optimizer_requested = False
         metrics = evaluate_splits(method, model, data, cfg.eval_batch_size)
         metrics.update(method.diagnostics(data))
         value = metrics.get(cfg.monitor)

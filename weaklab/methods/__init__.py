@@ -12,6 +12,7 @@ evaluation, early stopping, checkpoints) and calls, per trial:
             ...backward, step...
         extra = m.end_epoch(model, data, epoch)          # per-epoch updates; returns metrics
         if m.reinit_requested: ...engine re-initialises model + optimizer (two-stage methods)
+        if m.reset_optimizer_requested: ...engine gives a fresh optimizer + schedule, same weights
         probs = m.predict(model, x) for each eval split  # (N,K) probabilities, or scores if multilabel
         diag = m.diagnostics(data)                       # the ONLY place that may read data.hidden
 
@@ -55,6 +56,7 @@ class Method:
         self.device = torch.device(device)
         self.rng = np.random.default_rng([seed, 7])  # method-side numpy draws (Beta, sampling), own stream
         self.reinit_requested = False
+        self.reset_optimizer_requested = False
 
     # -- per trial -----------------------------------------------------------------------
     def init_state(self, data: WeakData) -> None:

@@ -350,10 +350,9 @@ class PLOT(DLLP):
         elif self.hp.track_ot:
             q, out["ot_s"] = self._ot(logp, data, None)
             self._diag["ot_acc"] = q.argmax(1)
-        if epoch == s1 - 1 and self.hp.student_init != "continue":
-            if self.hp.student_init == "teacher":
-                self.teacher = {k: v.detach().clone() for k, v in _unwrap(model).state_dict().items()}
-                self.teacher_pending = torch.tensor(True)
+        if epoch == s1 - 1 and self.hp.student_init == "teacher":
+            self.reset_optimizer_requested = True  # stage two: the teacher's weights, a fresh optimizer
+        elif epoch == s1 - 1 and self.hp.student_init == "scratch":
             self.reinit_requested = True  # the engine re-initialises weights and the optimizer
         return out
 
