@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import register_report
+from analysis.figures import save_figure
 from analysis.stats import completed, markdown_table, mean_std, paired_ttest
 
 GRID_LABELS = ("balancemix", "balancemix-single-positive")
@@ -84,11 +85,7 @@ def heatmap_figure(trials: pd.DataFrame, out: Path, name: str = "delta_alpha_hea
         ax.set_ylabel("delta (eq. 9)")
         ax.set_title(f"test mAP (last epoch), {noise}")
         fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    path = out / name
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / name)
 
 
 def method_rows(trials: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -155,10 +152,7 @@ def group_figure(trials: pd.DataFrame, out: Path, name: str = "map_by_class_grou
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(rows), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))  # room for the legend under the panels
-    path = out / name
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / name, tight=False)
 
 
 def ablation_table(trials: pd.DataFrame) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import register_report
+from analysis.figures import save_figure
 from analysis.stats import bootstrap_ci, completed, fmt_mean_std, markdown_table, mean_std, paired_ttest
 
 FINAL, BEST, BAG = "final.test_acc", "best.test_acc", "setting.bag_size"
@@ -124,9 +125,7 @@ def figure_accuracy(table: pd.DataFrame, out: Path, name: str = "table1_accuracy
     ax.set_ylabel("test accuracy (last epoch)")
     ax.set_title("Paper 003 Table 1 as a figure\n(mean over seeds, 95% bootstrap CI)", fontsize=10)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / name)
     return name
 
 
@@ -145,9 +144,7 @@ def figure_pseudo_labels(curves: pd.DataFrame, out: Path, name: str = "fig3_pseu
     axes[0][0].set_ylabel("agreement with hidden labels")
     axes[0][-1].legend(fontsize=7)
     fig.suptitle("Paper 003 Fig. 3: training-set label accuracy, DLLP then PLOT (hard), mean over seeds")
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / name)
     return name
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import register_report
-from analysis.stats import completed, fmt_mean_std, markdown_table, mean_std, paired_ttest, stars
+from analysis.figures import save_figure
+from analysis.stats import completed, markdown_table, mean_std, paired_ttest, stars
 
 GROUP_COLS = {"All": "final.test_acc", "Many": "final.test_acc_many", "Medium": "final.test_acc_medium",
               "Few": "final.test_acc_few"}
@@ -68,11 +69,7 @@ def heatmap(tbl: pd.DataFrame, proden: dict, out: Path, name: str = "table3_lamb
         title += f"\nPRODEN (λ=1, M=0): {100 * proden['All']:.1f}"
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.05)
-    fig.tight_layout()
-    path = out / name
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / name)
 
 
 def group_lines(tbl: pd.DataFrame, proden: dict, out: Path, name: str = "table3_groups_vs_M.png") -> Path:
@@ -89,11 +86,7 @@ def group_lines(tbl: pd.DataFrame, proden: dict, out: Path, name: str = "table3_
     axes[0].set_ylabel("test accuracy (%)")
     axes[-1].legend(fontsize=7)
     fig.suptitle("Paper 001 Table 3: accuracy per class group against M (mean ± std over seeds)", fontsize=9)
-    fig.tight_layout()
-    path = out / name
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / name)
 
 
 def _pct(m: float, s: float) -> str:
@@ -132,7 +125,7 @@ def report_lambda_m(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> st
         m_star = g.loc[g["All"].idxmax(), "M"]
         lines.append(f"- λ={lam:g}: best M={m_star:g} (M/λ={m_star / lam:.2f}); All over M = "
                      + ", ".join(f"{100 * v:.1f}" for v in g["All"])
-                     + f"; Few over M = " + ", ".join(f"{100 * v:.1f}" for v in g["Few"]))
+                     + "; Few over M = " + ", ".join(f"{100 * v:.1f}" for v in g["Few"]))
     heatmap(tbl, pro, out)
     group_lines(tbl, pro, out)
     lines += ["", "![λ x M heatmap](table3_lambda_m_heatmap.png)", "",
@@ -207,11 +200,7 @@ def cost_figure(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path, name: str
     ax.set_yscale("log")
     ax.set_ylabel("label update per epoch (ms, log)")
     ax.set_title("Paper 001 Table 5: measured label-update cost", fontsize=9)
-    fig.tight_layout()
-    path = out / name
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / name)
 
 
 @register_report("pll-compare")

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import register_report
+from analysis.figures import save_figure
 from analysis.stats import bootstrap_ci, completed, markdown_table, mean_std, paired_ttest
 
 ACC = "best.test_acc"
@@ -70,11 +71,7 @@ def figure_3(trials: pd.DataFrame, out: Path, name: str = "fig3_acc_vs_pi1.png")
     ax.set_ylabel("test accuracy (%) at the best-validation epoch")
     ax.set_title("Paper 000 Fig. 3: CPU vs π1 (π2 = m/c); mean, 95% bootstrap CI over seeds", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / name
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / name)
 
 
 def flatness(curve: pd.DataFrame, trials: pd.DataFrame, metric: str = ACC) -> pd.DataFrame:
@@ -199,11 +196,7 @@ def figure_table_1(trials: pd.DataFrame, out: Path, name: str = "table1_accuracy
     ax.set_ylim(max(0, lo - 10), 100)
     ax.set_title("Paper 000 Table I: mean ± std over seeds", fontsize=9)
     ax.legend(fontsize=7, ncol=4)
-    fig.tight_layout()
-    path = out / name
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / name)
 
 
 def chance_level_runs(trials: pd.DataFrame, metric: str = ACC) -> list[str]:

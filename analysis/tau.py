@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import register_report
+from analysis.figures import save_figure
 from analysis.stats import bootstrap_ci, completed, markdown_table, mean_std, paired_ttest, stars
 
 LL, ACC, CLEAN, VAL = "best.test_noisy_ll", "best.test_noisy_acc", "best.test_acc", "best.val_ll"
@@ -59,11 +60,7 @@ def figure_1(trials: pd.DataFrame, out: Path, metric: str = LL, name: str = "fig
     ax.set_ylabel({LL: "noisy test log-likelihood", ACC: "noisy test accuracy"}.get(metric, metric))
     ax.set_title("Paper 002 Fig. 1: mean over seeds, 95% bootstrap CI")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / name
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / name)
 
 
 def table_1(trials: pd.DataFrame) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import emit  # noqa: E402
-from studies import STUDIES, expand, resolve  # noqa: E402
+from studies import STUDIES, expand  # noqa: E402
 from weaklab.engine import build_trial, resolve_device, train  # noqa: E402
 from weaklab.methods.heteroscedastic import heteroscedastic_log_probs  # noqa: E402
 from weaklab.models import build_model  # noqa: E402

@@ -110,3 +110,11 @@ def test_second_stage_keeps_first_stage_weights_at_the_switch():
         dllp[k] = plot.get(k, dllp.get(k))
     a, b = run_trial(plot).history, run_trial(dllp).history
     assert a[s1 - 1]["test_acc"] == pytest.approx(b[s1 - 1]["test_acc"])
+
+
+def test_a_run_resumed_from_its_early_stopping_checkpoint_stays_stopped(tmp_path):
+    cfg = _cfg(**{"train.epochs": 50, "train.patience": 1, "train.lr": 1e-7})
+    first = run_trial(cfg, on_epoch=lambda h, save, last: save(str(tmp_path)) if last else None)
+    assert first.stopped_early
+    again = run_trial(cfg, restore=str(tmp_path))
+    assert again.stopped_early and len(again.history) == len(first.history)

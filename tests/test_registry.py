@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from studies import STUDIES, Study, expand, register_study, resolve
+from studies import STUDIES, expand, register_study, resolve
 from weaklab.config import parse_trial
 from weaklab.engine import run_trial
 from weaklab.methods import METHODS

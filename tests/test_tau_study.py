@@ -2,7 +2,7 @@
 
 import os
 
-import pandas as pd
+
 
 from analysis.report import write_report
 from weaklab.store import load_study

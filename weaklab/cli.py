@@ -7,6 +7,7 @@ and what is allowed, exit status 2, before Ray starts.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -20,7 +21,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, help="number of seeds (default: the study's)")
     p.add_argument("--results", default="results", help="results root (default: results/)")
     p.add_argument("--address", help="join this Ray cluster ('auto' or host:port); default: start Ray locally")
-    p.add_argument("--storage", help="Tune experiment storage, a local path or a cloud URI (default RESULTS/_tune)")
+    p.add_argument("--storage", default=os.environ.get("WEAKLAB_STORAGE") or None,
+                   help="Tune experiment storage, a local path or a cloud URI (default $WEAKLAB_STORAGE, else RESULTS/_tune)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0,
                    help="fraction in (0, 1] to pack trials on one GPU, or a whole number")

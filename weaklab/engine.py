@@ -132,7 +132,10 @@ def train(*, data: WeakData, method: Method, config: TrainConfig, seed: int, on_
 
     step_model = torch.compile(model) if cfg.compile else model
     amp = use_cuda and cfg.amp
-    stopped_early = False
+    # a checkpoint written at the early-stopping epoch resumes as stopped, not training on
+    stopped_early = bool(restore) and cfg.patience > 0 and bad_epochs >= cfg.patience
+    if stopped_early:
+        start_epoch = cfg.epochs
 
     def save(directory: str) -> None:
         os.makedirs(directory, exist_ok=True)

@@ -24,7 +24,7 @@ They consume ``quantized`` and ``noisy`` data alike: both give one hard label pe
 
 from __future__ import annotations
 
-import math
+
 from dataclasses import dataclass
 
 import torch

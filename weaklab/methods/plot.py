@@ -31,6 +31,7 @@ from typing import Iterator
 import torch
 from torch.nn import functional as F
 
+from weaklab.augment import random_hflip, random_translate
 from weaklab.methods import Method, register_method
 from weaklab.ot import SOLVERS, bag_layout, ot_pseudo_labels
 from weaklab.registry import ConfigError, check
@@ -81,16 +82,8 @@ def mixup(x: Tensor, q: Tensor, *, lam: float, perm: Tensor) -> tuple[Tensor, Te
 
 
 def flip_crop(x: Tensor, *, pad: int = 4) -> Tensor:
-    """Random horizontal flip and random crop with zero padding (paper sec. 5.2), on the device."""
-    B, C, H, W = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (B,), device=x.device)
-    dx = torch.randint(0, 2 * pad + 1, (B,), device=x.device)
-    rows = (dy[:, None] + torch.arange(H, device=x.device))[:, :, None]  # (B, H, 1)
-    cols = (dx[:, None] + torch.arange(W, device=x.device))[:, None, :]  # (B, 1, W)
-    out = xp.permute(0, 2, 3, 1)[torch.arange(B, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
-    flip = torch.rand(B, device=x.device) < 0.5
-    return torch.where(flip[:, None, None, None], out.flip(3), out)
+    """Random crop with zero padding, then a random horizontal flip (paper sec. 5.2), on the device."""
+    return random_hflip(random_translate(x, pad=pad))
 
 
 @torch.no_grad()

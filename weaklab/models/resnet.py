@@ -3,7 +3,6 @@ torchvision's ImageNet ResNet-50 (untrained weights: nothing is downloaded) for 
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torch.nn import functional as F
 

@@ -66,9 +66,12 @@ class ParquetCallback(tune.Callback):
         if status == "completed" and not meta.get("last", False):
             status = "stopped"  # ended by a scheduler (ASHA) or a stopper before its last epoch
         res = trial.placement_group_factory.required_resources if trial.placement_group_factory else {}
-        extra = {"retries": int(getattr(trial.run_metadata, "num_failures", 0)),
+        failures = int(getattr(trial.run_metadata, "num_failures", 0))
+        # Tune counts the final failure of a failed trial too; retries are the restarts
+        extra = {"retries": failures - (1 if status == "failed" and failures else 0),
                  "wall_s": float(meta.get("wall_s", 0.0)), "device": meta.get("device", ""),
-                 "node_ip": meta.get("node_ip", ""), "hostname": meta.get("hostname", ""),
+                 "node_ip": meta.get("node_ip", ""), "node_id": meta.get("node_id", ""),
+                 "hostname": meta.get("hostname", ""),
                  "cpus": float(res.get("CPU", 0)), "gpu_fraction": float(res.get("GPU", 0)),
                  "started_at": self.started.get(tid, ""), "ended_at": _now(),
                  # facts of the realised weak labels (flip rate, imbalance, candidate-set size)

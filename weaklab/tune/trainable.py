@@ -11,7 +11,6 @@ checkpoint, so ``FailureConfig(max_failures=...)`` resumes a trial where it stop
 from __future__ import annotations
 
 import json
-import os
 import socket
 import tempfile
 import time
@@ -70,6 +69,7 @@ def weaklab_trainable(config: dict[str, Any]) -> None:
     device = str(resolve_device(cfg.get("train.device", "auto")))
     trial, weak, method = build_trial(cfg)
     meta_static = {"device": device, "node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
+                   "node_id": ray.get_runtime_context().get_node_id(),
                    "restored": restore is not None, "info": dict(weak.info)}
 
     reported = []
