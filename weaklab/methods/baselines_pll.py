@@ -49,21 +49,26 @@ def sinkhorn_pseudo_labels(*, logp: Tensor, S: Tensor, r: Tensor, kappa: float, 
     """Solar's label refinery: ``Q = argmax <Q, log P> + (1/kappa) H(Q)`` subject to row sums
     ``1/n``, column sums ``r`` and ``Q_ij = 0`` where ``S_ij = 0``; returned row-normalised.
 
-    Sinkhorn-Knopp in log space on the kernel ``S * P^kappa`` for exactly ``iters``
+    Sinkhorn-Knopp on the kernel ``S * P^kappa`` for exactly ``iters``
     iterations (Solar's fixed cap T; no convergence test). A class no row may take (no
     candidate in the pool) cannot meet its marginal: its constraint is dropped, the
     relaxation Solar falls back on when the matching is infeasible.
     """
-    n = logp.shape[0]
-    log_K = (kappa * logp).masked_fill(S <= 0, float("-inf"))
-    log_a = -math.log(n)
-    log_b = torch.log(r.clamp_min(1e-12))
-    log_v = torch.zeros_like(log_b)
-    for _ in range(iters):  # iterations, not samples: each is two vectorised logsumexps
-        log_u = log_a - torch.logsumexp(log_K + log_v[None, :], dim=1)
-        log_v = log_b - torch.logsumexp(log_K + log_u[:, None], dim=0)
-        log_v = torch.where(torch.isfinite(log_v), log_v, torch.zeros_like(log_v))
-    return torch.softmax(log_K + log_v[None, :], dim=1)
+    # Probability domain after a per-row max shift (rows are rescaled by u anyway): two
+    # mat-vec products per iteration instead of two logsumexps over (n, K), 5-20x faster
+    # (benchmarks/RESULTS.md: 224 -> 10 ms at n=4160, K=100). float64 keeps entries up to
+    # ~700/kappa nats below a row's best candidate from underflowing to 0.
+    z = (kappa * logp.double()).masked_fill(S <= 0, float("-inf"))
+    K = torch.exp(z - z.max(dim=1, keepdim=True).values)
+    a = 1.0 / logp.shape[0]
+    b = r.double().clamp_min(1e-12)
+    v = torch.ones_like(b)
+    for _ in range(iters):  # iterations, not samples: each is two vectorised mat-vec products
+        u = a / (K @ v).clamp_min(1e-300)
+        colsum = K.T @ u
+        v = torch.where(colsum > 0, b / colsum.clamp_min(1e-300), torch.ones_like(v))
+    Q = K * v[None, :]
+    return (Q / Q.sum(dim=1, keepdim=True)).to(logp.dtype)
 
 
 @register_method
