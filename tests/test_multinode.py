@@ -23,7 +23,7 @@ import pytest
 from weaklab.registry import ConfigError
 
 TINY = "ft-tiny-multinode"
-EPOCHS = 8
+EPOCHS = 16  # long enough that the killer catches a trial mid-run on a fast machine
 
 
 # -- preflight without a cluster ---------------------------------------------------------
@@ -204,7 +204,9 @@ def _kill_a_busy_worker(cluster, exp_dir: str, done: threading.Event, report: di
     while not done.is_set() and time.monotonic() < deadline:
         for trial_dir in sorted(glob.glob(os.path.join(exp_dir, "*"))):
             reported, pid = _progress(trial_dir)
-            if not 2 <= reported <= EPOCHS - 3:
+            # early in the trial: finding and removing the node takes a second or two, in which a
+            # trial near its end could finish and leave nothing to resume
+            if not 2 <= reported <= 4:
                 continue
             node_id = next((a["Address"]["NodeID"] for a in ray._private.state.actors().values()
                             if a.get("Pid") == pid and a["State"] == "ALIVE"), None)
@@ -236,7 +238,10 @@ def test_worker_lost_mid_study_trials_resume_on_other_node(cluster, tiny_study, 
     try:
         study_dir = run_study(tiny_study, results=str(tmp_path / "results"), storage=storage,
                               address=cluster.address, cpus_per_trial=1, gpus_per_trial=0.5,
-                              max_failures=2, verbose=False)
+                              max_failures=2, verbose=False,
+                              # a checkpoint per epoch, so the lost trial has one to resume from;
+                              # one process per trial, so an actor's pid names one trial
+                              checkpoint_every_s=0, reuse_actors=False)
     finally:
         done.set()
         killer.join(timeout=30)
@@ -258,7 +263,9 @@ def test_worker_lost_mid_study_trials_resume_on_other_node(cluster, tiny_study, 
     with open(os.path.join(exp_dir, report["trial_dir"], "result.json")) as f:
         results = [json.loads(line) for line in f if line.strip()]
     restored = [r for r in results if r["weaklab"]["restored"]]
-    assert restored, "the interrupted trial never reported again"
+    assert restored, ("the interrupted trial never reported again: "
+                      + str([(r["epoch"], r["pid"], r["weaklab"]["restored"]) for r in results])
+                      + f" retries={trials['retries'].tolist()} report={report}")
     assert restored[0]["epoch"] > 1, f"restarted from scratch, not from its checkpoint: {restored[0]['epoch']}"
     row = trials.set_index("trial_id").loc[restored[0]["trial_id"]]
     assert row["retries"] >= 1 and row["status"] == "completed"

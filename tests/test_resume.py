@@ -48,7 +48,9 @@ def _driver(tmp_path, *args, env=None):
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "1", **(env or {})}
-    cmd = [sys.executable, str(script), "--results", str(tmp_path / "results"), *args]
+    # a checkpoint every epoch: this test resumes a trial from the newest of several
+    # checkpoints after Tune's saved state has fallen behind them
+    cmd = [sys.executable, str(script), "--results", str(tmp_path / "results"), "--checkpoint-every-s", "0", *args]
     return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 

@@ -48,3 +48,13 @@ def test_optuna_search_samples_the_grid_ranges(ray_local, tmp_path):
     taus = trials["hp.tau"].dropna()
     # sampled from the smoke grid's range [0.1, 10], not only its three points
     assert ((taus >= 0.1) & (taus <= 10.0)).all()
+
+
+def test_reports_without_checkpoints_still_store_every_epoch(ray_local, tmp_path):
+    """Checkpoints are throttled (--checkpoint-every-s); metrics still go out every epoch and
+    the last epoch always checkpoints, so Parquet holds the whole history."""
+    study_dir = run_study("tau-sweep", smoke=True, results=str(tmp_path), verbose=False, checkpoint_every_s=1e6,
+                          sets={"train.epochs": "4", "hp.eval_samples": "50"})
+    trials, epochs = load_study(study_dir)
+    assert set(trials["status"]) == {"completed"} and (trials["epochs"] == 4).all()
+    assert len(epochs) == 4 * len(trials) and not epochs.duplicated(["trial_id", "epoch"]).any()

@@ -31,6 +31,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", default="none", help="none or asha (early-stop weak trials)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial from its checkpoint")
     p.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
+    p.add_argument("--checkpoint-every-s", type=float, default=5.0,
+                   help="seconds between a trial's checkpoints (0: every epoch; the last epoch always saves)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study (Tuner.restore)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a setting.*, hp.* or train.* value for the whole study (repeatable)")
@@ -43,7 +45,8 @@ def _run(args: argparse.Namespace) -> int:
     opts = RunOptions(results=args.results, storage=args.storage, address=args.address,
                       cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, search=args.search,
                       num_samples=args.num_samples, scheduler=args.scheduler, max_failures=args.max_failures,
-                      max_concurrent=args.max_concurrent, resume=args.resume)
+                      max_concurrent=args.max_concurrent, checkpoint_every_s=args.checkpoint_every_s,
+                      resume=args.resume)
     study, configs = prepare(args.study, smoke=args.smoke, dataset=args.dataset, data_root=args.data_root,
                              seeds=args.seeds, sets=args.sets, build_data=False)
     n = len(configs) if args.search == "grid" else (args.num_samples or len(configs))

@@ -74,15 +74,25 @@ def weaklab_trainable(config: dict[str, Any]) -> None:
 
     reported = []
 
+    every_s = float(config.get("checkpoint_every_s", 0.0))
+    last_ckpt = [time.perf_counter()]
+
     def on_epoch(history, save, last):
         reported.append(True)
         row = history[-1]
         meta = {**meta_static, "wall_s": time.perf_counter() - t0, "keys": list(row), "last": last}
         if last:
             meta["history"] = json.dumps(history)
+        # metrics every epoch; a checkpoint when every_s seconds have passed, and always at
+        # the end: on short epochs a save + upload per epoch was most of Tune's overhead
+        # (benchmarks/bench_tune.py), and a lost node then costs at most every_s of work
+        if not (last or time.perf_counter() - last_ckpt[0] >= every_s):
+            tune.report({**row, "weaklab": meta})
+            return
         with tempfile.TemporaryDirectory() as d:
             save(d)
             tune.report({**row, "weaklab": meta}, checkpoint=tune.Checkpoint.from_directory(d))
+        last_ckpt[0] = time.perf_counter()
 
     try:
         result = train(data=weak, method=method, config=trial.train, seed=trial.seed, on_epoch=on_epoch,
