@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -214,6 +215,12 @@ def _kill_a_busy_worker(cluster, exp_dir: str, done: threading.Event, report: di
             if node is None:
                 continue
             cluster.remove_node(node, allow_graceful=False)
+            # a lost machine takes its processes with it; on one host the orphaned worker would
+            # otherwise run on until it notices its raylet is gone (a tiny trial may finish first)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             report.update(node_id=node_id, trial_dir=os.path.basename(trial_dir), at_epoch=reported)
             return
         time.sleep(0.2)
