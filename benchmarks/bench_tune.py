@@ -148,7 +148,7 @@ def checkpoint_cost(cfg: dict, epochs: int = 4) -> dict:
             "setup_s": wall - sum(h["epoch_s"] for h in hist) - sum(saves)}
 
 
-def run_variant(configs: list[dict], reuse: bool, slots: int, root: str) -> dict:
+def run_variant(configs: list[dict], reuse: bool, slots: int, root: str, checkpoint_every_s: float = 5.0) -> dict:
     from ray import tune
 
     from weaklab.store import load_study
@@ -159,7 +159,7 @@ def run_variant(configs: list[dict], reuse: bool, slots: int, root: str) -> dict
     study_dir = os.path.join(root, name)
     trainable = tune.with_resources(weaklab_trainable, {"cpu": 1, "gpu": 0})
     tuner = tune.Tuner(
-        trainable, param_space={"trial": tune.grid_search(configs)},
+        trainable, param_space={"trial": tune.grid_search(configs), "checkpoint_every_s": checkpoint_every_s},
         tune_config=tune.TuneConfig(metric="best_val_acc", mode="max", num_samples=1, reuse_actors=reuse),
         run_config=tune.RunConfig(name=name, storage_path=os.path.join(root, "_tune"),
                                   callbacks=[ParquetCallback(study_dir, "bench-tune")], verbose=0,
@@ -177,7 +177,7 @@ def run_variant(configs: list[dict], reuse: bool, slots: int, root: str) -> dict
     epoch_sum = epochs.groupby("trial_id")["epoch_s"].sum()
     in_trial = float((trials.set_index("trial_id")["wall_s"] - epoch_sum).mean())
     ideal = sum_trial / slots
-    return {"reuse_actors": reuse, "trials": len(trials), "completed": int((trials["status"] == "completed").sum()),
+    return {"reuse_actors": reuse, "checkpoint_every_s": checkpoint_every_s, "trials": len(trials), "completed": int((trials["status"] == "completed").sum()),
             "slots": slots, "mean_trial_s": sum_trial / len(trials), "study_wall_s": wall, "sum_trial_s": sum_trial,
             "ideal_s": ideal, "overhead": 1 - ideal / wall, "overhead_s_per_trial": (wall - ideal) * slots / len(trials),
             "in_trial_s": in_trial, "engine_share": float(epochs["epoch_s"].sum()) / (wall * slots),
@@ -190,6 +190,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=40, help="train.epochs per trial (40 ~ 10 s of CPU, 0.24 s an epoch)")
     ap.add_argument("--slots", type=int, default=2, help="CPUs given to Ray = trials at once (1 CPU each)")
     ap.add_argument("--variants", default="false,true", help="reuse_actors values, in order")
+    ap.add_argument("--checkpoint-every-s", type=float, default=5.0,
+                    help="seconds between a trial's checkpoints, as the runner's option (0: every epoch)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -205,7 +207,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as root:
         for v in args.variants.split(","):
-            row = run_variant(configs, v.strip().lower() == "true", args.slots, root)
+            row = run_variant(configs, v.strip().lower() == "true", args.slots, root, args.checkpoint_every_s)
             row["ray_init_s"] = init_s
             row["save_s_per_epoch_noray"] = ck["save_s"]
             row["save_share_noray"] = ck["save_share"]
