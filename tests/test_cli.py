@@ -28,14 +28,16 @@ from weaklab.cli import main
     (["run", "tau-sweep", "--dataset", "cifar10"], "--data-root"),
     (["run", "tau-sweep", "--dataset", "cifar10", "--data-root", "/nonexistent-dir"], "/nonexistent-dir"),
 ])
-def test_bad_input_is_one_line_before_ray(argv, expect, capsys):
-    import ray
+def test_bad_input_is_one_line_before_ray(argv, expect, capsys, monkeypatch):
+    import weaklab.tune.runner as runner
 
+    started = []
+    monkeypatch.setattr(runner, "_init_ray", lambda opts: started.append(opts))  # the runner's one way into Ray
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("weaklab: error:") and expect in err, err
     assert "\n" not in err
-    assert not ray.is_initialized()
+    assert started == [], "Ray was started before the error"
 
 
 def test_unknown_method_in_a_config_is_one_line():
