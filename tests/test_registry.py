@@ -33,7 +33,8 @@ def test_study_and_its_smoke_version_are_valid(name):
     for cfg in full + smoke:
         t = parse_trial(cfg)
         assert SETTINGS.get(t.setting).kind in METHODS.get(t.method).consumes
-    assert {c["label"] for c in smoke} <= {c["label"] for c in full} | {c["label"] for c in smoke}
+    # the smoke run is a smaller version of the same study: no arm of its own
+    assert {c["label"] for c in smoke} <= {c["label"] for c in full}
 
 
 def _one_config_per_method():

@@ -206,9 +206,9 @@ def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions,
         tuner = _restore(exp_path, trainable, opts)
     else:
         stored = store.stored_trial_ids(study_dir)
-        if stored and phase is not None:  # select-then-seeds: only this phase's rows count
-            stored = {t for t in stored if phase == "select"} if phase == "select" else set(
-                store.load_study(study_dir)[0].query("phase == @phase")["trial_id"])
+        if stored and phase == "final":  # select-then-seeds: the select rows are expected here
+            trials = store.load_study(study_dir)[0]
+            stored = set(trials.loc[trials["phase"] == "final", "trial_id"])
         if stored:
             raise ConfigError(f"--results: {study_dir} already holds {len(stored)} trials of this study; add --resume "
                               f"to continue it, or choose another --results folder (or delete that one) to start afresh")
