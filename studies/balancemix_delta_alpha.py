@@ -18,7 +18,7 @@ randomly initialised (nothing is downloaded), whereas the paper fine-tunes Image
 
 from __future__ import annotations
 
-from studies import Arm, Study, register_study
+from weaklab.study import Arm, Study, register_study
 
 #: Table 7 grids of δ, and Table 8's α
 DELTAS = (0.9, 0.95, 0.975, 1.0)

@@ -12,7 +12,7 @@ CIFAR-10Q and 0.3 on CIFAR-100Q, Table IV) with Table VI's pi2 values.
 
 from __future__ import annotations
 
-from studies import Arm, Study, register_study
+from weaklab.study import Arm, Study, register_study
 
 #: pi1 values of the Fig. 3 sweep (the figure's exact ticks are not in the text; this spans 0.02..1)
 PI1 = (0.02, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0)

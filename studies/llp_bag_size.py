@@ -13,7 +13,7 @@ and the comparison is paired.
 
 from __future__ import annotations
 
-from studies import Arm, Study, register_study
+from weaklab.study import Arm, Study, register_study
 
 BAG_SIZES = (16, 32, 64, 128)  # the paper's
 DIGITS_BAG_SIZES = (*BAG_SIZES, 256)  # digits (1078 training images) still has 5 bags of 256

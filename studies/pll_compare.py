@@ -14,7 +14,7 @@ and recipe (lambda = 3, M = 2 and lambda = 1, M = 0.5).
 
 from __future__ import annotations
 
-from studies import Arm, Study, register_study
+from weaklab.study import Arm, Study, register_study
 from studies.pll_lambda_m import (DIGITS_HP, DIGITS_PRIOR, DIGITS_TRAIN, PAPER_EPOCHS, PAPER_HP, PAPER_PRIOR,
                                   PAPER_TRAIN)
 

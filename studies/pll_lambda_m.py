@@ -18,7 +18,7 @@ sample to its rarest candidate). The paper presets keep the paper's values and s
 
 from __future__ import annotations
 
-from studies import Arm, Study, register_study
+from weaklab.study import Arm, Study, register_study
 
 #: paper 001 Table 3: the M values tried for each lambda
 TABLE3 = {4.0: (1.0, 2.0, 3.0, 4.0), 3.0: (1.0, 1.5, 2.0, 3.0), 2.0: (0.5, 1.0, 1.5, 2.0), 1.0: (0.25, 0.5, 0.75, 1.0)}

@@ -17,7 +17,7 @@ so that the 102 trials finish in minutes on 2 cores.
 
 from __future__ import annotations
 
-from studies import Arm, Study, register_study
+from weaklab.study import Arm, Study, register_study
 from studies.cpu_prior import DIGITS_TRAIN, PAPER_TRAIN
 
 #: paper 000 App. A: beta for Bootstrap and pi1 for JS are tuned over this grid

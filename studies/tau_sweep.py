@@ -8,7 +8,7 @@ Data: classes 5..9 relabelled uniformly with probability 0.2..0.6 (sec. 5.1).
 
 from __future__ import annotations
 
-from studies import Arm, Study, register_study
+from weaklab.study import Arm, Study, register_study
 
 #: paper 002 App. D, the temperatures searched
 PAPER_TAUS = (0.025, 0.05, 0.1, 0.2, 0.6, 1.0, 1.4, 1.8, 2.2, 2.6, 3.0, 5.0, 10.0, 15.0, 20.0, 35.0, 50.0, 100.0)

@@ -63,7 +63,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _studies(args: argparse.Namespace) -> int:
-    from studies import STUDIES, expand
+    from weaklab.study import STUDIES, discover, expand
+
+    discover()
 
     for name, s in STUDIES.items():
         print(f"{name:24s} {s.reproduces:34s} {len(expand(s)):4d} trials  {s.title}")

@@ -75,7 +75,7 @@ def prepare(name: str, *, smoke: bool = False, dataset: str | None = None, data_
             seeds: int | None = None, sets: dict[str, Any] | Sequence[str] | None = None,
             build_data: bool = True) -> tuple[Any, list[dict[str, Any]]]:
     """(resolved study, validated trial configs). Raises ConfigError on any bad value."""
-    from studies import expand, get_study, parse_sets, resolve
+    from weaklab.study import expand, get_study, parse_sets, resolve
     from weaklab.config import parse_trial
 
     study = resolve(get_study(name), dataset=dataset, smoke=smoke, seeds=seeds)
