@@ -10,8 +10,11 @@ import matplotlib
 matplotlib.use("Agg")  # reports are written on headless machines
 
 from analysis import REPORTS
+from analysis.claims import claims_markdown, evaluate_claims
 from analysis.stats import completed, fmt_mean_std, markdown_table
 from weaklab.store import load_study
+
+CLAIMS_CSV = "claims.csv"
 
 
 def generic_report(trials, epochs, out: Path) -> str:
@@ -24,15 +27,32 @@ def generic_report(trials, epochs, out: Path) -> str:
     return markdown_table(pd.DataFrame(rows).T) if rows else "No completed trials."
 
 
+def study_claims(study: str) -> tuple:
+    """The claims the registered study ``study`` declares (none for an unknown study)."""
+    from weaklab.study import STUDIES, discover
+
+    discover()
+    return STUDIES.get(study).claims if study in STUDIES else ()
+
+
 def write_report(study_dir: str, out: str | None = None) -> str:
-    """Write ``report.md`` and figures; returns the path of ``report.md``."""
+    """Write ``claims.csv``, ``report.md`` (led by the claims' verdicts) and figures;
+    returns the path of ``report.md``."""
     trials, epochs = load_study(study_dir)
     out_dir = Path(out or os.path.join(study_dir, "report"))
     out_dir.mkdir(parents=True, exist_ok=True)
     study = str(trials["study"].iloc[0]) if len(trials) else os.path.basename(study_dir.rstrip("/"))
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    claims = evaluate_claims(trials, study_claims(study))
+    claims.to_csv(out_dir / CLAIMS_CSV, index=False)
     lines = [f"# {study}", "", f"Source: `{os.path.abspath(study_dir)}` (Parquet). Trials: "
-             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), ""]
+             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), "",
+             "## Does it reproduce?", "",
+             "Each claim of the paper tested on this Parquet: effect = mean paired difference better - worse "
+             "over seeds (trend: slope of that difference; flat: spread over the axis), in the metric's units "
+             "(accuracy and mAP as fractions), 95 % t-interval (flat: bootstrap), paired two-sided t-test. "
+             "holds = right sign and p < 0.05; reversed = wrong sign and p < 0.05.", "",
+             claims_markdown(claims), ""]
     failed = trials[trials["status"] == "failed"] if len(trials) else trials
     if len(failed):
         lines += ["## Failed trials", ""] + [f"- `{r.trial_id}` {r.label} seed {r.seed}: {r.error}"

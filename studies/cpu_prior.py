@@ -12,7 +12,7 @@ CIFAR-10Q and 0.3 on CIFAR-100Q, Table IV) with Table VI's pi2 values.
 
 from __future__ import annotations
 
-from weaklab.study import Arm, Study, register_study
+from weaklab.study import Arm, Claim, Study, register_study
 
 #: pi1 values of the Fig. 3 sweep (the figure's exact ticks are not in the text; this spans 0.02..1)
 PI1 = (0.02, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0)
@@ -46,6 +46,13 @@ def arms(pi2: dict[str, tuple[float, ...]]) -> tuple[Arm, ...]:
     )
 
 
+CLAIMS = (
+    Claim("cpu flat over pi1", kind="flat", metric="best.test_acc", better="pi1", axis="hp.pi1",
+          axis_range=(0.05, 0.3), within=0.02, slice_by=("setting.mix",),
+          paper_effect="flat: 'robust to various class priors' (Fig. 3; no number in the text)"),
+)
+
+
 STUDY = register_study(Study(
     name="cpu-prior",
     title="CPU risk: accuracy against pi1 (Fig. 3) and pi2 (Table VI), Mixup m=2 and PatchMix m=4",
@@ -56,6 +63,7 @@ STUDY = register_study(Study(
     seeds=3,
     metric="best_val_acc",
     mode="max",
+    claims=CLAIMS,
     smoke={"seeds": 1, "fixed": {"train.epochs": 1},
            "arms": (Arm("cpu", grid={"setting.mix": ("mixup",), "hp.pi1": (0.1, 0.5)}, label="pi1"),
                     Arm("cpu", grid={"setting.mix": ("patchmix",), "hp.pi2": (0.4,)}, label="pi2-patchmix"))},

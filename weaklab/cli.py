@@ -56,9 +56,25 @@ def _run(args: argparse.Namespace) -> int:
                           seeds=args.seeds, sets=args.sets, options=opts)
     print(f"weaklab: Parquet in {study_dir}/trials and {study_dir}/epochs", flush=True)
     if not args.no_report:
-        from analysis.report import write_report
+        return _write_and_print_report(study_dir)
+    return 0
 
-        print(f"weaklab: report in {write_report(study_dir)}", flush=True)
+
+def _write_and_print_report(study_dir: str, out: str | None = None, check: bool = False) -> int:
+    """Write the report, print its claims table; with ``check``, 1 when a claim is reversed."""
+    import pandas as pd
+
+    from analysis.claims import claims_terminal
+    from analysis.report import CLAIMS_CSV, write_report
+
+    path = write_report(study_dir, out=out)
+    claims = pd.read_csv(os.path.join(os.path.dirname(path), CLAIMS_CSV))
+    print(claims_terminal(claims), flush=True)
+    print(f"weaklab: report in {path}", flush=True)
+    reversed_ = int((claims["verdict"] == "reversed").sum()) if len(claims) else 0
+    if check and reversed_:
+        print(f"weaklab: --check: {reversed_} claim(s) reversed", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -73,10 +89,7 @@ def _studies(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from analysis.report import write_report
-
-    print(write_report(args.study_dir, out=args.out))
-    return 0
+    return _write_and_print_report(args.study_dir, out=args.out, check=args.check)
 
 
 def main(argv: Sequence[str] | None = None, *, study: str | None = None) -> int:
@@ -92,6 +105,7 @@ def main(argv: Sequence[str] | None = None, *, study: str | None = None) -> int:
         rep = sub.add_parser("report", help="figures and report.md from a study's Parquet")
         rep.add_argument("study_dir")
         rep.add_argument("--out", help="output folder (default STUDY_DIR/report)")
+        rep.add_argument("--check", action="store_true", help="exit 1 when any claim's verdict is 'reversed'")
         rep.set_defaults(fn=_report)
         args = parser.parse_args(argv)
     else:

@@ -17,7 +17,107 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from weaklab.registry import ConfigError, Registry
+import re
+
+from weaklab.registry import ConfigError, Registry, check
+
+
+#: a ``trials`` column a claim may test: the metrics of the best-validation epoch (``best.``)
+#: or of the last epoch (``final.``), per split and class group
+METRIC_COLUMN = re.compile(r"^(best|final)\.(val|test|test_noisy)_(acc|ll|map)(_(many|medium|few))?$")
+CLAIM_KINDS = ("beats", "trend", "flat")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One headline claim of the paper, tested by ``weaklab report`` on the Parquet alone.
+
+    ``beats``: arm ``better`` scores above each arm in ``worse`` on ``metric``, paired by
+    seed, in each slice of ``slice_by``. ``trend``: that paired gain grows along
+    ``axis`` (slope per seed, tested against 0). ``flat``: arm ``better``'s seed-mean
+    ``metric`` varies by less than ``within`` over ``axis`` values in ``axis_range``.
+    An arm whose rows span several hyperparameter values (tau x S, lambda x M, each
+    arm's grid) is compared at the values with the best seed-mean of ``select``, a
+    validation column: chosen on validation only, never on test.
+    """
+
+    name: str
+    """short id shown in claims.csv, e.g. 'cpu>ce'"""
+    metric: str | tuple[str, ...]
+    """``trials`` column(s) tested, e.g. best.test_acc (one row per metric)"""
+    better: str
+    """arm label expected to win (``beats``/``trend``) or to stay flat (``flat``)"""
+    worse: str | tuple[str, ...] = ()
+    """arm label(s) expected to lose (one row per label); unused by ``flat``"""
+    kind: str = "beats"
+    """beats | trend | flat"""
+    slice_by: tuple[str, ...] = ()
+    """grid columns: the claim is tested in each of their value combinations, e.g. ('setting.mix',)"""
+    where: Mapping[str, Any] = field(default_factory=dict)
+    """grid column -> value restricting every arm, e.g. {'setting.mix': 'patchmix'}"""
+    better_where: Mapping[str, Any] = field(default_factory=dict)
+    """grid column -> value restricting only ``better`` (rare)"""
+    worse_where: Mapping[str, Any] = field(default_factory=dict)
+    """grid column -> value restricting only ``worse``, e.g. {'hp.tau': 1.0} for 'tau* above tau = 1'"""
+    average_over: tuple[str, ...] = ()
+    """grid columns averaged per seed before pairing, e.g. ('setting.mix',): 'the mean of the two'"""
+    select: str = "best.val_acc"
+    """validation column (higher is better) that picks an arm's hyperparameters; seed-mean"""
+    higher_is_better: bool = True
+    """the direction of ``metric``"""
+    axis: str = ""
+    """``trend``: the grid column along which the gain grows; ``flat``: the swept column"""
+    log_axis: bool = False
+    """``trend``: slope per doubling of ``axis`` (log2) instead of per unit"""
+    axis_range: tuple[float, float] | None = None
+    """``flat``: the closed range of ``axis`` values the claim covers (None: all)"""
+    within: float = 0.0
+    """``flat``: the largest spread (max - min of the seed-means over ``axis``) that counts as flat"""
+    paper_effect: str = ""
+    """the paper's own number for this effect, with where it comes from"""
+
+    def metrics(self) -> tuple[str, ...]:
+        return (self.metric,) if isinstance(self.metric, str) else tuple(self.metric)
+
+    def worse_labels(self) -> tuple[str, ...]:
+        return (self.worse,) if isinstance(self.worse, str) else tuple(self.worse)
+
+
+def check_claims(study: "Study") -> None:
+    """Every claim names arm labels, metric columns, grid columns and values the study has."""
+    labels = {a.label or a.method for a in study.arms}
+    grid_values: dict[str, set] = {}
+    for src in (study.grid, *(a.grid for a in study.arms)):
+        for k, vs in src.items():
+            grid_values.setdefault(k, set()).update(vs)
+    fixed_keys = set(study.fixed) | {k for a in study.arms for k in a.fixed}
+    where = f"study {study.name!r}"
+    for c in study.claims:
+        check(c.kind in CLAIM_KINDS, f"{where} claim {c.name!r} kind", c.kind, " | ".join(CLAIM_KINDS))
+        for m in (*c.metrics(), c.select):
+            check(bool(METRIC_COLUMN.match(m)), f"{where} claim {c.name!r} metric", m,
+                  "a trials column such as best.test_acc, final.test_map_few or best.test_noisy_ll")
+        check(c.select.startswith(("best.val_", "final.val_")), f"{where} claim {c.name!r} select", c.select,
+              "a validation column (best.val_* or final.val_*): hyperparameters are never chosen on test")
+        arms = (c.better,) + (c.worse_labels() if c.kind != "flat" else ())
+        for label in arms:
+            check(label in labels, f"{where} claim {c.name!r} arm", label, f"one of {', '.join(sorted(labels))}")
+        check(c.kind == "flat" or bool(c.worse_labels()), f"{where} claim {c.name!r} worse", c.worse,
+              "at least one arm label for a beats/trend claim")
+        cols = list(c.slice_by) + list(c.average_over) + ([c.axis] if c.axis else [])
+        for col in cols:
+            check(col in grid_values, f"{where} claim {c.name!r} column", col,
+                  f"a grid column of the study: {', '.join(sorted(grid_values)) or '(none)'}")
+        for mapping in (c.where, c.better_where, c.worse_where):
+            for col, v in mapping.items():
+                check(col in grid_values or col in fixed_keys, f"{where} claim {c.name!r} column", col,
+                      f"a grid or fixed column of the study: {', '.join(sorted(grid_values)) or '(none)'}")
+                check(col not in grid_values or v in grid_values[col], f"{where} claim {c.name!r} {col}", v,
+                      f"one of the study's values {sorted(grid_values.get(col, ()), key=str)}")
+        check(c.kind == "beats" or bool(c.axis), f"{where} claim {c.name!r} axis", c.axis,
+              "a grid column for a trend or flat claim")
+        check(c.kind != "flat" or c.within > 0, f"{where} claim {c.name!r} within", c.within,
+              "a spread > 0 for a flat claim")
 
 
 @dataclass(frozen=True)
@@ -59,6 +159,8 @@ class Study:
     """dataset name -> field overrides applied when ``--dataset`` names it (the paper's recipe)"""
     datasets: tuple[str, ...] = ()
     """datasets the study accepts (empty: any of the right kind)"""
+    claims: tuple[Claim, ...] = ()
+    """the paper's headline claims this study tests (``weaklab report`` gives each a verdict)"""
 
     def with_overrides(self, over: Mapping[str, Any]) -> "Study":
         over = dict(over)
@@ -75,6 +177,7 @@ def register_study(study: Study) -> Study:
     # value again is not a duplicate; a different study under the same name still raises.
     if study.name in STUDIES and STUDIES.get(study.name) == study:
         return STUDIES.get(study.name)
+    check_claims(study)
     return STUDIES.add(study.name, study)
 
 
