@@ -86,7 +86,12 @@ def arm_by_seed(df: pd.DataFrame, *, metric: str, select: str, exclude: Sequence
         # deterministic on ties: the first key in sorted order among the best
         best = sorted(means[means == means.max()].index)[0]
         df = df[key == best]
-    return df.groupby("seed")[metric].mean().dropna()
+        chosen = ", ".join(f"{c}={v}" for c, v in zip(hp, best.split("|")))
+    else:
+        chosen = ""
+    out = df.groupby("seed")[metric].mean().dropna()
+    out.attrs["chosen"] = chosen  # the selected hyperparameters, shown in the verdict's detail
+    return out
 
 
 def _arm_values(rows: pd.DataFrame, label: str, where: Mapping[str, Any], claim, metric: str) -> pd.Series:
@@ -99,7 +104,9 @@ def _arm_values(rows: pd.DataFrame, label: str, where: Mapping[str, Any], claim,
     parts = [arm_by_seed(g, metric=metric, select=claim.select, exclude=exclude)
              for _, g in df.groupby(list(claim.average_over), dropna=False)]
     # the mean over the averaged columns, for the seeds present in every part
-    return pd.concat(parts, axis=1, join="inner").mean(axis=1)
+    out = pd.concat(parts, axis=1, join="inner").mean(axis=1)
+    out.attrs["chosen"] = "; ".join(p.attrs["chosen"] for p in parts if p.attrs.get("chosen"))
+    return out
 
 
 def _t_summary(diffs: np.ndarray) -> tuple[float, float, float]:
@@ -126,8 +133,9 @@ def _beats(rows, claim, metric, worse) -> dict[str, Any]:
     diffs = (pairs["b"] - pairs["w"]).to_numpy(float)
     effect, lo, hi = _t_summary(diffs)
     p = float(stats.ttest_rel(pairs["b"], pairs["w"]).pvalue) if len(pairs) >= 2 else float("nan")
+    chosen = [f"{name} at {s.attrs['chosen']}" for name, s in (("better", b), ("worse", w)) if s.attrs.get("chosen")]
     return {"n_pairs": len(pairs), "effect": effect, "ci_low": lo, "ci_high": hi, "p_value": p,
-            "verdict": _verdict(effect, p, claim.higher_is_better)}
+            "verdict": _verdict(effect, p, claim.higher_is_better), "detail": "; ".join(chosen)}
 
 
 def _trend(rows, claim, metric, worse) -> dict[str, Any]:
@@ -247,12 +255,12 @@ def claims_markdown(table: pd.DataFrame) -> str:
     """The claims table as Markdown (leads every report)."""
     if table.empty:
         return "This study declares no claims."
-    lines = ["| claim | slice | better | worse | metric | n | effect | 95% CI | p | paper | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| claim | slice | better | worse | metric | n | effect | 95% CI | p | paper | verdict | detail |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples(index=False):
         lines.append(f"| {r.claim} | {r.slice} | {r.better} | {r.worse or '-'} | {r.metric} | {r.n_pairs} | "
                      f"{_num(r.effect)} | {_ci(r.ci_low, r.ci_high)} | {_num(r.p_value, p=True)} | "
-                     f"{r.paper_effect or '-'} | **{r.verdict}**{': ' + r.detail if r.verdict == 'not run' else ''} |")
+                     f"{r.paper_effect or '-'} | **{r.verdict}** | {r.detail if isinstance(r.detail, str) else ''} |")
     return "\n".join(lines)
 
 
