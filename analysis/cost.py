@@ -10,7 +10,7 @@ worker with torch loaded is most of it on small models); ``cost.peak_gpu_mb`` is
 ``torch.cuda.max_memory_allocated``, NaN on a CPU trial. Epochs to the best epoch is the
 stored ``best_epoch`` (1-based: the epoch ``train.monitor`` chose). Rows written before
 these columns existed read as n/a. The first trial a worker process runs also pays its
-one-off imports and data loading, so means over few trials lean high.
+one-off imports and data loading, so the per-trial figures are medians.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def cost_table(trials: pd.DataFrame, metric: Metric | None) -> pd.DataFrame:
             row["mean score"] = float(s[metric.column].astype(float).mean())
             row["best point score"] = float(per_point.max()) if len(per_point) else np.nan
         cpu = _col(g, "cost.cpu_s")
-        row.update({"CPU s / trial": cpu.mean(), "CPU-h total": cpu.sum() / 3600 if cpu.notna().any() else np.nan,
-                    "wall s / trial": _col(g, "wall_s").mean(), "GPU s / trial": _col(g, "cost.gpu_s").mean(),
+        row.update({"CPU s / trial": cpu.median(), "CPU-h total": cpu.sum() / 3600 if cpu.notna().any() else np.nan,
+                    "wall s / trial": _col(g, "wall_s").median(), "GPU s / trial": _col(g, "cost.gpu_s").median(),
                     "peak RSS MB": _col(g, "cost.peak_rss_mb").max(), "peak GPU MB": _col(g, "cost.peak_gpu_mb").max(),
                     "best epoch": _col(g, "best_epoch").mean(), "epochs": _col(g, "epochs").mean()})
         out[label] = row
@@ -76,9 +76,11 @@ def cost_section(trials: pd.DataFrame, metric: Metric | None) -> str:
     show["peak GPU MB"] = [_fmt(v, ".0f") for v in tbl["peak GPU MB"]]
     show["best epoch / epochs"] = [f"{_fmt(b, '.1f')} / {_fmt(e, '.1f')}" for b, e in zip(tbl["best epoch"],
                                                                                            tbl["epochs"])]
-    lines += [f"Means over each method's completed trials (device: {devices}); peak memory is the largest over "
-              "its trials. CPU seconds are the trial process's user + system time, so on a shared machine they, "
-              "unlike wall seconds, do not grow with the load. GPU s = wall s x GPU fraction (0 on CPU trials).",
+    lines += [f"Per method over its completed trials (device: {devices}): per-trial seconds are medians (the first "
+              "trial of each worker process also pays its imports and data loading; `CPU-h total` includes it), "
+              "best epoch and epochs are means, peak memory is the largest over its trials. CPU seconds are the "
+              "trial process's user + system time, so on a shared machine they, unlike wall seconds, do not grow "
+              "with the load. GPU s = wall s x GPU fraction (0 on CPU trials).",
               "", markdown_table(show), ""]
     cpu = tbl["CPU s / trial"].astype(float)
     if cpu.notna().sum() >= 2:

@@ -93,6 +93,7 @@ def importance_figure(tbl: pd.DataFrame, method: str, out: Path) -> Path:
     for i, (share, main) in enumerate(zip(g["importance"], g["main_effect"])):
         ax.text(share, i, f" {100 * share:.0f}% (main effect {main:.2f})", va="center", fontsize=7)
     ax.set_xlim(0, 1.45)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
     ax.set_xlabel(f"share of {g['metric'].iloc[0]} variance (fANOVA, normalised)")
     ax.set_title(f"{g['study'].iloc[0]}: {method} ({int(g['trials'].iloc[0])} trials, "
                  f"{int(g['grid_points'].iloc[0])} grid points)", fontsize=9)
