@@ -77,12 +77,14 @@ def importance_table(trials: pd.DataFrame, metric: Metric, *, seed: int = 0) -> 
         main = param_importances(g, params, metric.column, seed=seed)
         total = sum(main.values())
         points = g.groupby(params, dropna=False).ngroups
+        product = int(np.prod([g[p].nunique() for p in params]))
         for p, v in sorted(main.items(), key=lambda kv: -kv[1]):
             out.append({"study": str(g["study"].iloc[0]), "method": label, "param": p,
                         "importance": v / total if total > 0 else float("nan"), "main_effect": v,
-                        "trials": len(g), "grid_points": points, "metric": metric.column})
+                        "trials": len(g), "grid_points": points, "product_points": product,
+                        "metric": metric.column})
     return pd.DataFrame(out, columns=["study", "method", "param", "importance", "main_effect", "trials",
-                                      "grid_points", "metric"])
+                                      "grid_points", "product_points", "metric"])
 
 
 def importance_figure(tbl: pd.DataFrame, method: str, out: Path) -> Path:
@@ -119,6 +121,9 @@ def importance_section(trials: pd.DataFrame, metric: Metric, out: Path) -> str:
     for method in tbl["method"].unique():
         path = importance_figure(tbl, method, out)
         top = tbl[tbl["method"] == method].iloc[0]
-        lines += [f"- {method}: `{top['param']}` explains the largest share ({100 * top['importance']:.0f}%).",
-                  "", f"![importance of {method}]({path.name})", ""]
+        line = f"- {method}: `{top['param']}` explains the largest share ({100 * top['importance']:.0f}%)."
+        if top["grid_points"] < top["product_points"]:
+            line += (f" Its grid is not a full product ({top['grid_points']} of {top['product_points']} "
+                     "combinations run): fANOVA integrates the forest over the combinations never run too.")
+        lines += [line, "", f"![importance of {method}]({path.name})", ""]
     return "\n".join(lines)
