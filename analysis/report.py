@@ -59,6 +59,8 @@ def write_report(study_dir: str, out: str | None = None) -> str:
                                              for r in failed.itertuples()] + [""]
     fn = REPORTS.get(study) if study in REPORTS else generic_report
     lines.append(fn(trials, epochs, out_dir))
+    from analysis.beyond import sections  # importance, robustness, cost (issue 15)
+    lines.append(sections(trials, epochs, out_dir))
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return str(path)

@@ -1,4 +1,4 @@
-"""``weaklab studies | run | report``; ``python -m studies.NAME`` is ``weaklab run NAME``.
+"""``weaklab studies | run | report | compare``; ``python -m studies.NAME`` is ``weaklab run NAME``.
 
 Every bad value ends the command with one line on stderr naming the parameter, the value
 and what is allowed, exit status 2, before Ray starts.
@@ -92,6 +92,13 @@ def _report(args: argparse.Namespace) -> int:
     return _write_and_print_report(args.study_dir, out=args.out, check=args.check)
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from analysis.robustness import write_compare
+
+    print(write_compare(args.study_dirs, out=args.out))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, *, study: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog="weaklab" if study is None else f"python -m studies.{study}",
                                      description="Ray Tune studies of weakly-supervised learning methods")
@@ -107,6 +114,10 @@ def main(argv: Sequence[str] | None = None, *, study: str | None = None) -> int:
         rep.add_argument("--out", help="output folder (default STUDY_DIR/report)")
         rep.add_argument("--check", action="store_true", help="exit 1 when any claim's verdict is 'reversed'")
         rep.set_defaults(fn=_report)
+        cmp = sub.add_parser("compare", help="robustness, best score and cost of every method of several studies")
+        cmp.add_argument("study_dirs", nargs="+", metavar="RESULTS/STUDY")
+        cmp.add_argument("--out", help="output folder (default RESULTS/compare)")
+        cmp.set_defaults(fn=_compare)
         args = parser.parse_args(argv)
     else:
         _add_run_options(parser)

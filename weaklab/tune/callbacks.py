@@ -74,6 +74,9 @@ class ParquetCallback(tune.Callback):
                  "hostname": meta.get("hostname", ""),
                  "cpus": float(res.get("CPU", 0)), "gpu_fraction": float(res.get("GPU", 0)),
                  "started_at": self.started.get(tid, ""), "ended_at": _now(),
+                 # what the trial cost up to its last report (trainable.CostMeter); NaN where it reported nothing
+                 **{f"cost.{k}": float(meta.get("cost", {}).get(k, float("nan")))
+                    for k in ("cpu_s", "gpu_s", "peak_rss_mb", "peak_gpu_mb")},
                  # facts of the realised weak labels (flip rate, imbalance, candidate-set size)
                  **{f"info.{k}": v for k, v in meta.get("info", {}).items()}}
         row = store.trial_row(study=self.study, trial_id=tid, config=materialize(trial.config), status=status,

@@ -4,13 +4,17 @@ Tune's config is ``{"trial": <flat trial config>}`` for grid search; under Optun
 suggested values arrive as extra keys ``"<arm>:<key>"`` and ``"seed"`` that
 :func:`materialize` folds into the flat config. Every epoch reports the engine's metrics
 plus a ``weaklab`` entry (device, node, wall time; on the last epoch the full history, so
-the driver stores every epoch even for a trial resumed from a checkpoint) with a
-checkpoint, so ``FailureConfig(max_failures=...)`` resumes a trial where it stopped.
+the driver stores every epoch even for a trial resumed from a checkpoint; the trial's cost
+so far, :class:`CostMeter`) with a checkpoint, so ``FailureConfig(max_failures=...)``
+resumes a trial where it stopped.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import resource
 import socket
 import tempfile
 import time
@@ -58,6 +62,75 @@ def _newest_checkpoint(checkpoint: tune.Checkpoint | None) -> tune.Checkpoint | 
     return None
 
 
+class CostMeter:
+    """What one trial costs in its worker process, from the trainable's start.
+
+    CPU seconds are the process's user + system time (``resource.getrusage``: every
+    thread, torch's intra-op threads included) since the start, a difference because Tune
+    reuses a worker process for consecutive trials (``RunOptions.reuse_actors``). For the
+    same reason the peak RSS is reset at the start where Linux allows it (``clear_refs``
+    5 resets the process's high-water mark, read back as ``VmHWM``); elsewhere it falls
+    back to ``ru_maxrss``, the process's lifetime peak. GPU seconds are wall seconds x the
+    GPU fraction Ray assigned the trial, 0.0 on a CPU trial (it used no GPU); the peak GPU
+    memory is ``torch.cuda.max_memory_allocated`` (tensors, not the caching allocator's
+    reserve), NaN on a CPU trial. A trial retried from a checkpoint reports the cost of
+    its last attempt, as its ``wall_s`` does.
+    """
+
+    def __init__(self, device: str):
+        self.cuda = device.startswith("cuda")
+        self.t0, self.cpu0 = time.perf_counter(), self._cpu_s()
+        self.hwm_reset = _reset_peak_rss()
+        if self.cuda:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(device)
+        self.device = device
+
+    @staticmethod
+    def _cpu_s() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    def read(self) -> dict[str, float]:
+        import ray
+
+        wall = time.perf_counter() - self.t0
+        gpu_fraction = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)) if self.cuda else 0.0
+        peak_gpu = math.nan
+        if self.cuda:
+            import torch
+
+            peak_gpu = torch.cuda.max_memory_allocated(self.device) / 2**20
+        peak_rss = _peak_rss_mb() if self.hwm_reset else math.nan
+        if peak_rss != peak_rss:
+            # kB on Linux, bytes on macOS: the process's lifetime peak, the best available
+            scale = 2**20 if os.uname().sysname == "Darwin" else 2**10
+            peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+        return {"cpu_s": self._cpu_s() - self.cpu0, "gpu_s": wall * gpu_fraction, "peak_rss_mb": peak_rss,
+                "peak_gpu_mb": peak_gpu}
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return math.nan
+
+
 def weaklab_trainable(config: dict[str, Any]) -> None:
     cfg = materialize(config)
     t0 = time.perf_counter()
@@ -67,6 +140,7 @@ def weaklab_trainable(config: dict[str, Any]) -> None:
     restore_ctx = checkpoint.as_directory() if checkpoint else None
     restore = restore_ctx.__enter__() if restore_ctx else None
     device = str(resolve_device(cfg.get("train.device", "auto")))
+    cost = CostMeter(device)
     trial, weak, method = build_trial(cfg)
     meta_static = {"device": device, "node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
                    "node_id": ray.get_runtime_context().get_node_id(),
@@ -80,7 +154,10 @@ def weaklab_trainable(config: dict[str, Any]) -> None:
     def on_epoch(history, save, last):
         reported.append(True)
         row = history[-1]
-        meta = {**meta_static, "wall_s": time.perf_counter() - t0, "keys": list(row), "last": last}
+        # the cost so far on every epoch: a trial stopped by a scheduler or failing later
+        # keeps what it spent up to its last report
+        meta = {**meta_static, "wall_s": time.perf_counter() - t0, "keys": list(row), "last": last,
+                "cost": cost.read()}
         if last:
             meta["history"] = json.dumps(history)
         # metrics every epoch; a checkpoint when every_s seconds have passed, and always at
@@ -103,7 +180,8 @@ def weaklab_trainable(config: dict[str, Any]) -> None:
             # report the final epoch again, else the driver would store it without results
             row = result.history[-1]
             tune.report({**row, "weaklab": {**meta_static, "wall_s": time.perf_counter() - t0, "keys": list(row),
-                                            "last": True, "history": json.dumps(result.history)}})
+                                            "last": True, "history": json.dumps(result.history),
+                                            "cost": cost.read()}})
     finally:
         if restore_ctx:
             restore_ctx.__exit__(None, None, None)
