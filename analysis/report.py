@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # reports are written on headless machines
 
 from analysis import REPORTS
+from analysis.beyond import sections as beyond_sections
 from analysis.claims import claims_markdown, evaluate_claims
 from analysis.stats import completed, fmt_mean_std, markdown_table
 from weaklab.store import load_study
@@ -59,8 +60,7 @@ def write_report(study_dir: str, out: str | None = None) -> str:
                                              for r in failed.itertuples()] + [""]
     fn = REPORTS.get(study) if study in REPORTS else generic_report
     lines.append(fn(trials, epochs, out_dir))
-    from analysis.beyond import sections  # importance, robustness, cost (issue 15)
-    lines.append(sections(trials, epochs, out_dir))
+    lines.append(beyond_sections(trials, epochs, out_dir))  # importance, robustness, cost
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return str(path)
