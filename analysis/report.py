@@ -31,7 +31,7 @@ def write_report(study_dir: str, out: str | None = None) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     study = str(trials["study"].iloc[0]) if len(trials) else os.path.basename(study_dir.rstrip("/"))
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
-    lines = [f"# {study}", "", f"Source: `{os.path.abspath(study_dir)}` (Parquet). Trials: "
+    lines = [f"# {study}", "", f"Source: `{study_dir if '://' in study_dir else os.path.abspath(study_dir)}` (Parquet). Trials: "
              + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), ""]
     failed = trials[trials["status"] == "failed"] if len(trials) else trials
     if len(failed):

@@ -19,7 +19,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="folder holding torchvision-format dataset files")
     p.add_argument("--smoke", action="store_true", help="tiny version of the study (writes RESULTS/STUDY-smoke)")
     p.add_argument("--seeds", type=int, help="number of seeds (default: the study's)")
-    p.add_argument("--results", default="results", help="results root (default: results/)")
+    p.add_argument("--results", default="results",
+                   help="results root: a folder or a URI, s3://bucket/prefix, gs://..., file://... (default: results/)")
     p.add_argument("--address", help="join this Ray cluster ('auto' or host:port); default: start Ray locally")
     p.add_argument("--storage", default=os.environ.get("WEAKLAB_STORAGE") or None,
                    help="Tune experiment storage, a local path or a cloud URI (default $WEAKLAB_STORAGE, else RESULTS/_tune)")
@@ -58,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_report:
         from analysis.report import write_report
 
-        print(f"weaklab: report in {write_report(study_dir)}", flush=True)
+        print(f"weaklab: report in {write_report(*_report_location(study_dir, None))}", flush=True)
     return 0
 
 
@@ -72,10 +73,20 @@ def _studies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_location(study_dir: str, out: str | None) -> tuple[str, str | None]:
+    """(study_dir, out) for write_report: a file:// URI is its folder; the report of a study
+    in a bucket is written to a local folder, reports/<study folder>, unless --out says."""
+    if study_dir.startswith("file://"):
+        study_dir = study_dir[len("file://"):]
+    if "://" in study_dir and out is None:
+        out = os.path.join("reports", study_dir.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1])
+    return study_dir, out
+
+
 def _report(args: argparse.Namespace) -> int:
     from analysis.report import write_report
 
-    print(write_report(args.study_dir, out=args.out))
+    print(write_report(*_report_location(args.study_dir, args.out)))
     return 0
 
 
@@ -90,7 +101,7 @@ def main(argv: Sequence[str] | None = None, *, study: str | None = None) -> int:
         _add_run_options(run)
         run.set_defaults(fn=_run)
         rep = sub.add_parser("report", help="figures and report.md from a study's Parquet")
-        rep.add_argument("study_dir")
+        rep.add_argument("study_dir", help="a study's results folder or URI (s3://bucket/prefix/STUDY)")
         rep.add_argument("--out", help="output folder (default STUDY_DIR/report)")
         rep.set_defaults(fn=_report)
         args = parser.parse_args(argv)
