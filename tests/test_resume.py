@@ -55,11 +55,11 @@ DRIVER = textwrap.dedent("""
 
 
 def driver(tmp_path, *args, env=None, study=STUDY, lrs=(1e-3, 2e-3, 1e30), seeds=2, select=False,
-           results=None):
+           results=None, epochs=EPOCHS):
     """The study's driver as a subprocess in its own process group (a checkpoint every
     epoch: this test resumes a trial from the newest of several checkpoints)."""
     script = tmp_path / f"driver-{study}.py"
-    script.write_text(DRIVER.format(root=ROOT, study=study, epochs=EPOCHS, lrs=lrs, seeds=seeds, select=select))
+    script.write_text(DRIVER.format(root=ROOT, study=study, epochs=epochs, lrs=lrs, seeds=seeds, select=select))
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "1", **(env or {})}
     cmd = [sys.executable, str(script), "--results", results or str(tmp_path / "results"),
            "--checkpoint-every-s", "0", *args]
@@ -99,9 +99,10 @@ def experiment_state(fs: pafs.FileSystem, exp_path: str):
     return paths[-1], data, trials
 
 
-def kill_when_state_lags(proc, fs: pafs.FileSystem, exp_path: str, study_dir: str, *, min_stored: int):
+def kill_when_state_lags(proc, fs: pafs.FileSystem, exp_path: str, study_dir: str, *, min_stored: int,
+                         epochs: int = EPOCHS):
     """Wait, reading only stored state, until ``min_stored`` trials are in Parquet and a
-    running trial T (not in Parquet, at most EPOCHS - 4 epochs in) has a checkpoint
+    running trial T (not in Parquet, at most ``epochs`` - 4 epochs in) has a checkpoint
     registered in the experiment state; keep that state; kill the driver's process group
     once the state registers T's checkpoint 2 later (T still running, so at least 2
     epochs are left). Returns (kept state, T). A T that ends before that (a starved
@@ -123,7 +124,7 @@ def kill_when_state_lags(proc, fs: pafs.FileSystem, exp_path: str, study_dir: st
                 return snapshot, lagging
         if snapshot is None:
             candidates = [t for t, (status, epoch, ckpt) in trials.items()
-                          if status == "RUNNING" and ckpt is not None and 1 <= epoch <= EPOCHS - 4 and t not in stored]
+                          if status == "RUNNING" and ckpt is not None and 1 <= epoch <= epochs - 4 and t not in stored]
             if candidates:
                 snapshot, lagging = state, candidates[0]
         time.sleep(0.05)

@@ -167,8 +167,8 @@ def check_results(location: str) -> None:
         bucket = path.split("/", 1)[0]
         try:
             info = fs.get_file_info(bucket)
-        except Exception as e:  # unreachable endpoint, refused credentials
-            fail(f"cannot reach bucket {bucket!r} ({_first_line(e)})")
+        except Exception as e:  # unreachable endpoint, refused or missing credentials
+            fail(f"cannot access bucket {bucket!r} ({_first_line(e)}): check the endpoint and the credentials")
         if info.type == pafs.FileType.NotFound:
             fail(f"bucket {bucket!r} does not exist")
     probe = f"{path.rstrip('/')}/.weaklab-write-probe-{uuid.uuid4().hex}"
