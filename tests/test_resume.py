@@ -3,8 +3,9 @@
 The driver runs as a subprocess through ``weaklab.cli.main`` (what ``weaklab run`` and
 ``python -m studies.NAME`` call), on a tiny study registered by a small driver script:
 6 trials, 2 of which diverge (``train.lr=1e30``: the loss becomes NaN, the engine raises).
-It is killed with SIGKILL (its whole process group, Ray's local processes included) at a
-point read from the stored state, never from elapsed time: once 2 trials are in Parquet
+It is killed with SIGKILL (the driver and every process it started, Ray's trial workers
+included, frozen first so nothing runs on past the kill) at a point read from the stored
+state, never from elapsed time: once 2 trials are in Parquet
 and a running trial's registered checkpoint is 2 past the one a saved experiment state
 names. That state is put back, so ``--resume`` starts from a state that lags the trial's
 checkpoints, as a crashed driver's does. Then its experiment state is truncated and
@@ -67,6 +68,48 @@ def driver(tmp_path, *args, env=None, study=STUDY, lrs=(1e-3, 2e-3, 1e30), seeds
                             start_new_session=True)
 
 
+def _descendants(root: int) -> set[int]:
+    """``root`` and every process below it (from /proc's parent links)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    out, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out.add(pid)
+            todo += parents.get(pid, [])
+    return out
+
+
+def kill_tree(proc) -> None:
+    """SIGKILL the driver and every process it started, at one instant. Ray runs each
+    trial in a worker with its own process group, so killing the driver's group alone
+    left the trial training and writing checkpoints until it noticed (the kill point then
+    depended on timing). The tree is frozen first (SIGSTOP, until no new process
+    appears), then killed: nothing writes after the kill point."""
+    frozen: set[int] = set()
+    while new := _descendants(proc.pid) - frozen:
+        for pid in new:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+        frozen |= new
+    for pid in frozen:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.communicate()
+
+
 def _listing(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
     return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
 
@@ -119,8 +162,7 @@ def kill_when_state_lags(proc, fs: pafs.FileSystem, exp_path: str, study_dir: st
             if status != "RUNNING" or lagging in stored:
                 snapshot, lagging = None, None  # it ended unseen: pick another
             elif ckpt is not None and ckpt >= snapshot[2][lagging][2] + 2:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.communicate()
+                kill_tree(proc)
                 return snapshot, lagging
         if snapshot is None:
             candidates = [t for t, (status, epoch, ckpt) in trials.items()
@@ -167,8 +209,8 @@ def finish(proc, timeout: float) -> tuple[int, str, str]:
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
+        kill_tree(proc)
+        out, err = proc.stdout.read(), proc.stderr.read()
         pytest.fail(f"driver did not finish in {timeout} s:\n{out[-3000:]}\n{err[-3000:]}")
     return proc.returncode, out, err
 

@@ -127,7 +127,11 @@ def join(location: str, *parts: str) -> str:
 
 
 def absolute(location: str) -> str:
-    """A folder as an absolute path; a URI unchanged."""
+    """A folder (or ``file://`` URI) as an absolute path; any other URI unchanged."""
+    if location.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        location = unquote(urlparse(location).path)
     return location if is_uri(location) else os.path.abspath(os.path.expanduser(location))
 
 
