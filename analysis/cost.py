@@ -62,7 +62,7 @@ def cost_section(trials: pd.DataFrame, metric: Metric | None) -> str:
     lines = ["### Cost per trial beside the score", ""]
     if tbl.empty:
         return "\n".join(lines + ["No completed trials.", ""])
-    devices = ", ".join(sorted(set(completed(trials)["device"].astype(str)))) if "device" in trials else "?"
+    devices = ", ".join(sorted(set(completed(trials)["device"].dropna().astype(str))) or ["?"]) if "device" in trials else "?"
     show = pd.DataFrame(index=tbl.index)
     show["trials"] = tbl["trials"].astype(int)
     if metric is not None:

@@ -46,7 +46,7 @@ def write_report(study_dir: str, out: str | None = None) -> str:
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     claims = evaluate_claims(trials, study_claims(study))
     claims.to_csv(out_dir / CLAIMS_CSV, index=False)
-    lines = [f"# {study}", "", f"Source: `{os.path.abspath(study_dir)}` (Parquet). Trials: "
+    lines = [f"# {study}", "", f"Source: `{study_dir if '://' in study_dir else os.path.abspath(study_dir)}` (Parquet). Trials: "
              + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), "",
              "## Does it reproduce?", "",
              "Each claim of the paper tested on this Parquet: effect = mean paired difference better - worse "

@@ -181,6 +181,7 @@ def _study_dir(tmp_path, gap: float):
     for label, base in (("cpu", 0.8 + gap), ("ce", 0.8)):
         for s in range(4):
             row = {"study": name, "trial_id": f"{label}{s}", "status": "completed", "label": label, "method": label,
+                   "setting": "quantized", "dataset": "digits",
                    "seed": s, "best.test_acc": base + 0.001 * s * (1 if label == "ce" else 2),
                    "best.val_acc": 0.5, "epochs": 1, "best_epoch": 1}
             store.write_trial(str(d), row, [{"epoch": 1, "val_acc": 0.5}])

@@ -19,7 +19,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="folder holding torchvision-format dataset files")
     p.add_argument("--smoke", action="store_true", help="tiny version of the study (writes RESULTS/STUDY-smoke)")
     p.add_argument("--seeds", type=int, help="number of seeds (default: the study's)")
-    p.add_argument("--results", default="results", help="results root (default: results/)")
+    p.add_argument("--results", default="results",
+                   help="results root: a folder or a URI, s3://bucket/prefix, gs://..., file://... (default: results/)")
     p.add_argument("--address", help="join this Ray cluster ('auto' or host:port); default: start Ray locally")
     p.add_argument("--storage", default=os.environ.get("WEAKLAB_STORAGE") or None,
                    help="Tune experiment storage, a local path or a cloud URI (default $WEAKLAB_STORAGE, else RESULTS/_tune)")
@@ -67,7 +68,7 @@ def _write_and_print_report(study_dir: str, out: str | None = None, check: bool 
     from analysis.claims import claims_terminal
     from analysis.report import CLAIMS_CSV, write_report
 
-    path = write_report(study_dir, out=out)
+    path = write_report(*_report_location(study_dir, out))
     claims = pd.read_csv(os.path.join(os.path.dirname(path), CLAIMS_CSV))
     print(claims_terminal(claims), flush=True)
     print(f"weaklab: report in {path}", flush=True)
@@ -82,10 +83,19 @@ def _studies(args: argparse.Namespace) -> int:
     from weaklab.study import STUDIES, discover, expand
 
     discover()
-
     for name, s in STUDIES.items():
         print(f"{name:24s} {s.reproduces:34s} {len(expand(s)):4d} trials  {s.title}")
     return 0
+
+
+def _report_location(study_dir: str, out: str | None) -> tuple[str, str | None]:
+    """(study_dir, out) for write_report: a file:// URI is its folder; the report of a study
+    in a bucket is written to a local folder, reports/<study folder>, unless --out says."""
+    if study_dir.startswith("file://"):
+        study_dir = study_dir[len("file://"):]
+    if "://" in study_dir and out is None:
+        out = os.path.join("reports", study_dir.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1])
+    return study_dir, out
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -110,7 +120,7 @@ def main(argv: Sequence[str] | None = None, *, study: str | None = None) -> int:
         _add_run_options(run)
         run.set_defaults(fn=_run)
         rep = sub.add_parser("report", help="figures and report.md from a study's Parquet")
-        rep.add_argument("study_dir")
+        rep.add_argument("study_dir", help="a study's results folder or URI (s3://bucket/prefix/STUDY)")
         rep.add_argument("--out", help="output folder (default STUDY_DIR/report)")
         rep.add_argument("--check", action="store_true", help="exit 1 when any claim's verdict is 'reversed'")
         rep.set_defaults(fn=_report)

@@ -38,10 +38,12 @@ def _error_line(trial) -> str:
 
 
 class ParquetCallback(tune.Callback):
-    """Writes each trial to ``study_dir`` as it ends (completed, failed or stopped)."""
+    """Writes each trial to ``study_dir`` (a folder or URI) as it ends (completed, failed
+    or stopped), every file with the study's ``schema`` (``weaklab.store.study_schema``;
+    None: one per trial from its own config, for single-trial callers such as benchmarks)."""
 
-    def __init__(self, study_dir: str, study: str):
-        self.study_dir, self.study = study_dir, study
+    def __init__(self, study_dir: str, study: str, schema: store.StudySchema | None = None):
+        self.study_dir, self.study, self.schema = study_dir, study, schema
         self.epochs: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.meta: dict[str, dict[str, Any]] = {}
         self.started: dict[str, str] = {}
@@ -81,7 +83,7 @@ class ParquetCallback(tune.Callback):
                  **{f"info.{k}": v for k, v in meta.get("info", {}).items()}}
         row = store.trial_row(study=self.study, trial_id=tid, config=materialize(trial.config), status=status,
                               history=history, error=error, extra=extra)
-        store.write_trial(self.study_dir, row, history)
+        store.write_trial(self.study_dir, row, history, self.schema)
         self.epochs.pop(tid, None)
 
     def on_trial_complete(self, iteration, trials, trial, **info):

@@ -25,9 +25,9 @@ class RunOptions:
     """Options of ``weaklab run`` that are not part of the study itself."""
 
     results: str = "results"
-    """folder holding one folder per study (Parquet)"""
+    """folder or URI (s3://bucket/prefix, gs://..., file://...) holding one folder per study (Parquet)"""
     storage: str | None = None
-    """Tune experiment storage (local path or cloud URI); default RESULTS/_tune"""
+    """Tune experiment storage (local path or cloud URI); default RESULTS/_tune (in the bucket if RESULTS is a URI)"""
     address: str | None = None
     """Ray cluster to join ('auto' or host:port); None starts Ray locally"""
     cpus_per_trial: float = 1.0
@@ -75,6 +75,15 @@ def prepare(name: str, *, smoke: bool = False, dataset: str | None = None, data_
             seeds: int | None = None, sets: dict[str, Any] | Sequence[str] | None = None,
             build_data: bool = True) -> tuple[Any, list[dict[str, Any]]]:
     """(resolved study, validated trial configs). Raises ConfigError on any bad value."""
+    study, configs, _ = _prepare(name, smoke=smoke, dataset=dataset, data_root=data_root, seeds=seeds, sets=sets,
+                                 build_data=build_data)
+    return study, configs
+
+
+def _prepare(name: str, *, smoke: bool, dataset: str | None, data_root: str | None, seeds: int | None,
+             sets: dict[str, Any] | Sequence[str] | None, build_data: bool):
+    """:func:`prepare`, plus the distinct weak datasets it built (their metric and info
+    keys fix the columns of the study's Parquet schema)."""
     from weaklab.study import expand, get_study, parse_sets, resolve
     from weaklab.config import parse_trial
 
@@ -83,23 +92,23 @@ def prepare(name: str, *, smoke: bool = False, dataset: str | None = None, data_
         sets = parse_sets(sets)
     configs = expand(study, sets=sets, data_root=data_root)
     parsed = [parse_trial(c) for c in configs]
-    if build_data:
-        _build_weak_data(parsed)
-    return study, configs
+    data = _build_weak_data(parsed) if build_data else []
+    return study, configs, data
 
 
-def _build_weak_data(parsed) -> None:
+def _build_weak_data(parsed) -> list:
     """Each distinct weak dataset once, here on the driver: dataset-dependent checks
     (a missing --data-root folder, a bag size larger than the data) fail before Ray."""
     from weaklab.engine import _dataset
     from weaklab.settings import make_weak_data
 
-    seen = set()
+    seen, built = set(), []
     for t in parsed:
         key = (t.dataset, t.data_root, t.setting, repr(t.setting_params), t.seed)
         if key not in seen:
             seen.add(key)
-            make_weak_data(_dataset(t.dataset, t.data_root, 0), t.setting, t.setting_params, t.seed)
+            built.append(make_weak_data(_dataset(t.dataset, t.data_root, 0), t.setting, t.setting_params, t.seed))
+    return built
 
 
 class OptunaSpace:
@@ -141,15 +150,21 @@ class OptunaSpace:
 def run_study(name: str, *, smoke: bool = False, dataset: str | None = None, data_root: str | None = None,
               seeds: int | None = None, sets: dict[str, Any] | Sequence[str] | None = None,
               options: RunOptions | None = None, **option_kwargs) -> str:
-    """Run study ``name`` through Ray Tune; returns the folder holding its Parquet."""
+    """Run study ``name`` through Ray Tune; returns the folder (or URI) holding its Parquet."""
+    from weaklab import store
+
     opts = options or RunOptions(**option_kwargs)
-    study, configs = prepare(name, smoke=smoke, dataset=dataset, data_root=data_root, seeds=seeds, sets=sets)
-    study_dir = os.path.abspath(os.path.join(opts.results, study_dir_name(study.name, smoke)))
+    study, configs, data = _prepare(name, smoke=smoke, dataset=dataset, data_root=data_root, seeds=seeds, sets=sets,
+                                    build_data=True)
+    study_dir = store.join(store.absolute(opts.results), study_dir_name(study.name, smoke))
+    store.check_results(study_dir)  # unreachable, missing bucket, no credentials: before Ray
+    # fixed before the first trial: every file of the study has exactly this schema
+    schema = store.study_schema(configs, data, study=study.name)
     _preflight(opts)
     _init_ray(opts)
     if study.select_then_seeds:
-        return _run_select_then_seeds(study, configs, study_dir, opts, smoke)
-    _fit(study, configs, study_dir, opts, experiment=study_dir_name(study.name, smoke))
+        return _run_select_then_seeds(study, configs, study_dir, opts, smoke, schema)
+    _fit(study, configs, study_dir, opts, experiment=study_dir_name(study.name, smoke), schema=schema)
     return study_dir
 
 
@@ -158,7 +173,11 @@ def _preflight(opts: RunOptions) -> None:
         from weaklab.tune.cluster import preflight
     except ImportError:
         return
-    preflight(address=opts.address, storage=opts.storage, cpus_per_trial=opts.cpus_per_trial,
+    from weaklab.store import is_local
+
+    # with --results on a bucket, Tune's state goes there too unless --storage says otherwise
+    storage = opts.storage or (None if is_local(opts.results) else _storage_path(opts))
+    preflight(address=opts.address, storage=storage, cpus_per_trial=opts.cpus_per_trial,
               gpus_per_trial=opts.gpus_per_trial)
 
 
@@ -177,13 +196,15 @@ def _init_ray(opts: RunOptions) -> None:
 
 
 def _storage_path(opts: RunOptions) -> str:
+    from weaklab.store import absolute, join
+
     if opts.storage:
         return opts.storage
-    return os.path.abspath(os.path.join(opts.results, "_tune"))
+    return join(absolute(opts.results), "_tune")
 
 
 def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions, *, experiment: str,
-         phase: str | None = None) -> None:
+         phase: str | None = None, schema=None) -> None:
     from ray import tune
 
     from weaklab import store
@@ -200,7 +221,7 @@ def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions,
 
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     storage = _storage_path(opts)
-    exp_path = storage.rstrip("/") + "/" + experiment
+    exp_path = store.join(storage, experiment)
     trainable = tune.with_resources(WeaklabTrainable, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
     if opts.resume:
         tuner = _restore(exp_path, trainable, opts)
@@ -227,7 +248,7 @@ def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions,
             from ray.tune.schedulers import ASHAScheduler
 
             scheduler = ASHAScheduler(grace_period=max(1, int(configs[0].get("train.epochs", 10)) // 10))
-        callbacks = [ParquetCallback(study_dir, study.name)]
+        callbacks = [ParquetCallback(study_dir, study.name, schema)]
         if opts.verbose:
             callbacks.append(ProgressCallback(n, study.metric, study.mode))
         tuner = tune.Tuner(
@@ -278,7 +299,7 @@ def _restore(exp_path: str, trainable, opts: RunOptions):
         raise ConfigError(f"--resume: the experiment state at {exp_path} is corrupt or truncated ({msg[:200]}); {fresh}") from None
 
 
-def _run_select_then_seeds(study, configs, study_dir: str, opts: RunOptions, smoke: bool) -> str:
+def _run_select_then_seeds(study, configs, study_dir: str, opts: RunOptions, smoke: bool, schema=None) -> str:
     """Phase 'select': every grid point at the first seed; phase 'final': all seeds at the
     hyperparameters each arm scored best on ``study.metric`` per point of ``study.grid``."""
     from weaklab import store
@@ -293,16 +314,19 @@ def _run_select_then_seeds(study, configs, study_dir: str, opts: RunOptions, smo
         return int((store.load_study(study_dir)[0]["phase"] == phase).sum())
 
     if stored_phase("select") < len(select):
-        _fit(study, select, study_dir, opts, experiment=f"{base}-select", phase="select")
+        _fit(study, select, study_dir, opts, experiment=f"{base}-select", phase="select", schema=schema)
     trials, _ = store.load_study(study_dir)
     final = _chosen_configs(study, configs, trials[trials["phase"] == "select"])
     _fit(study, final, study_dir, dataclasses.replace(opts, resume=opts.resume and _has_state(opts, f"{base}-final")),
-         experiment=f"{base}-final", phase="final")
+         experiment=f"{base}-final", phase="final", schema=schema)
     return study_dir
 
 
 def _has_state(opts: RunOptions, experiment: str) -> bool:
-    return os.path.isdir(os.path.join(_storage_path(opts), experiment))
+    """Whether Tune's state of ``experiment`` exists, on local or cloud storage alike."""
+    from weaklab import store
+
+    return store.exists(store.join(_storage_path(opts), experiment))
 
 
 def _norm(v):

@@ -57,7 +57,7 @@ def _newest_checkpoint(checkpoint: tune.Checkpoint | None) -> tune.Checkpoint | 
         (e.path for e in fs.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True))
          if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith("checkpoint_")), reverse=True)
     for candidate in [*candidates, path]:
-        if fs.get_file_info(f"{candidate}/{CHECKPOINT_FILE}").type == pyarrow.fs.FileType.File:
+        if _written_whole(fs, f"{candidate}/{CHECKPOINT_FILE}"):
             return checkpoint if candidate == path else tune.Checkpoint(candidate, filesystem=fs)
     return None
 
@@ -116,6 +116,25 @@ def _reset_peak_rss() -> bool:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
         return True
+    except OSError:
+        return False
+
+
+def _written_whole(fs, path: str) -> bool:
+    """Whether a checkpoint file exists and was written to its end. Tune copies a
+    checkpoint into storage file by file, not atomically: a driver or node killed during
+    the copy leaves a truncated file, which made the resumed trial fail to load it
+    (tests/test_resume.py). ``torch.save`` writes a zip archive, whose end-of-central-
+    directory record is its last bytes; a truncated copy lacks it."""
+    import zipfile
+
+    import pyarrow.fs
+
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return False
+    try:
+        with fs.open_input_file(path) as f:
+            return zipfile.is_zipfile(f)
     except OSError:
         return False
 
