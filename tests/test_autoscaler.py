@@ -65,6 +65,7 @@ def fake():
     t0 = time.monotonic()
     cluster = fake_cluster.start(CLUSTER_YAML, timeout_s=90)
     print(f"\nfake cluster up in {time.monotonic() - t0:.1f} s at {cluster.address} ({cluster.temp_dir})")
+    meter = CpuMeter(cluster.temp_dir)
     old = os.environ.get("WEAKLAB_AUTOSCALER_CONFIG")
     os.environ["WEAKLAB_AUTOSCALER_CONFIG"] = cluster.twin_path  # what ~/ray_bootstrap_config.yaml is on `ray up`
     try:
@@ -76,11 +77,51 @@ def fake():
             os.environ["WEAKLAB_AUTOSCALER_CONFIG"] = old
         ray.shutdown()
         print("autoscaler events:\n  " + "\n  ".join(cluster.scaling_events()))
+        meter.close()
+        import resource
+
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        print(f"CPU: fake cluster's processes {meter.seconds():.0f} s (sampled each second), this test process "
+              f"{own.ru_utime + own.ru_stime:.0f} s")
         cluster.stop()
         left = fake_cluster._marked_pids(cluster.temp_dir)
         if was_local:
             ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         assert not left, f"processes of the fake cluster outlived stop(): {left}"
+
+
+class CpuMeter:
+    """CPU time (user+sys) of the fake cluster's processes, from /proc each second: the
+    raylets reap their workers without counting them, so the parents' totals miss them."""
+
+    def __init__(self, temp_dir: str):
+        from weaklab.tune.fake_cluster import _marked_pids
+
+        self.temp_dir, self._marked, self.ticks = temp_dir, _marked_pids, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self):
+        for pid in self._marked(self.temp_dir):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                self.ticks[pid] = max(self.ticks.get(pid, 0), int(fields[11]) + int(fields[12]))
+            except (OSError, IndexError, ValueError):
+                pass
+
+    def _run(self):
+        while not self._stop.wait(1.0):
+            self._sample()
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._sample()
+
+    def seconds(self) -> float:
+        return sum(self.ticks.values()) / os.sysconf("SC_CLK_TCK")
 
 
 class Watcher:
@@ -149,7 +190,8 @@ def smoke_run(fake, tiny_study, tmp_path_factory):
         study_dir = run_study(tiny_study, results=str(tmp / "results"), storage=str(tmp / "tune"),
                               address=fake.address, cpus_per_trial=1, gpus_per_trial=0.25, verbose=False)
     ended = time.monotonic()
-    print(f"\nsmoke study: {ended - t0:.1f} s")
+    print(f"\nsmoke study: {ended - t0:.1f} s, ended {time.strftime('%H:%M:%S')}; events:\n  "
+          + "\n  ".join(fake.scaling_events()[events_before:]))
     return dict(study_dir=study_dir, types=dict(w.types), gpu_peak=dict(w.gpu_peak), ended=ended,
                 events=fake.scaling_events()[events_before:], actors=_trainable_actors())
 

@@ -295,13 +295,16 @@ class FakeCluster:
     """the autoscaling config the autoscaler reads"""
     config: dict[str, Any]
     """the twin as written"""
+    _gcs: Any = dataclasses.field(default=None, repr=False)
 
     def status(self) -> dict[str, Any]:
         """The autoscaler's last report (``ray status``): ``autoscaler_report`` holds
         active/pending/failed nodes per type and ``node_type_mapping`` (node id -> type)."""
-        from ray._raylet import GcsClient
+        if self._gcs is None:
+            from ray._raylet import GcsClient
 
-        raw = GcsClient(address=self.address).internal_kv_get(STATUS_KEY, None)
+            self._gcs = GcsClient(address=self.address)
+        raw = self._gcs.internal_kv_get(STATUS_KEY, None)
         return json.loads(raw) if raw else {}
 
     def workers(self) -> dict[str, str]:
@@ -315,10 +318,8 @@ class FakeCluster:
 
     def scaling_events(self) -> list[str]:
         """The autoscaler's launch and termination lines, with their times (monitor.log)."""
-        pat = re.compile(r"(Adding \d+ node\(s\) of type \S+|Launching \d+ nodes?, type \S+|"
-                         r"Terminating the node with id \S+ and ip \S+\. \([^)]*\)|"
-                         r"Removing \d+ nodes? of type \S+ \([^)]*\)|Node \S+ \(\S+\) is idle|"
-                         r"SpotFakeProvider: node \S+ is gone[^\n]*)")
+        pat = re.compile(r"(Adding \d+ node\(s\) of type \S+|Terminating the node with id \S+ and ip \S+\. \([^)]*\)|"
+                         r"Removing \d+ nodes? of type \S+ \([^)]*\)|SpotFakeProvider: node \S+ is gone[^\n]*)")
         out = []
         for line in self.monitor_log().splitlines():
             m = pat.search(line)
@@ -390,7 +391,8 @@ def start(cluster_yaml: str, *, scale: Scale = SCALE, temp_dir: str | None = Non
            # exists (any earlier local ray.init writes one), and clients here may not send it
            "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    cmd = ["ray", "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}",
+    beside = os.path.join(os.path.dirname(sys.executable), "ray")  # the ray of this Python
+    cmd = [beside if os.path.exists(beside) else "ray", "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}",
            f"--autoscaling-config={twin_path}", f"--num-cpus={int(head.get('CPU', 0))}",
            f"--num-gpus={int(head.get('GPU', 0))}", f"--object-store-memory={scale.object_store_bytes}",
            "--include-dashboard=false", "--disable-usage-stats",
