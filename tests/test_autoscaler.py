@@ -1,36 +1,53 @@
 """cluster.yaml's autoscaling decisions, made by Ray's real autoscaler on its fake provider.
 
-One twin of cluster.yaml (``weaklab.tune.fake_cluster``: same node types, Ray's
-fake_multinode provider, worker counts x 1/4, a 6 s idle timeout) runs for the module:
+One twin of cluster.yaml (``weaklab.tune.fake_cluster``: same node types, Ray's fake
+multi-node provider, worker counts x 1/4, a 6 s idle timeout) runs for the module:
 ``RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config=TWIN`` in a temporary folder of
 its own, stopped (every process it started, nothing else) by the fixture's finalizer.
 On it: a 4-trial study at ``--gpus-per-trial 0.25`` makes the autoscaler start one
 ``gpu1`` node (not ``gpu4``) that runs all 4 trials at once while the CPU-0 head runs none;
 the node stops once idle; a spot reclaim of the node under a study is survived from
-checkpoints on a replacement node; ``--gpus-per-trial 8`` fails in the preflight.
+checkpoints on a replacement node; ``--gpus-per-trial 8`` fails in the preflight. Each
+study runs under a time limit (SIGALRM), so a cluster that never scales fails, not hangs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
 import re
+import signal
 import threading
 import time
 
 import pytest
-
-from weaklab.registry import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLUSTER_YAML = os.path.join(ROOT, "cluster.yaml")
 TINY = "ft-tiny-autoscaler"
 SMOKE_EPOCHS = 3
 RECLAIM_EPOCHS = 12  # long enough that the reclaim lands mid-trial, with epochs left to resume
+STUDY_LIMIT_S = 480  # ~60 s on an idle 2-core machine, ~110 s at a load average of 30
 HEAD_ID = "f" * 51 + "00000"  # the fake provider's fixed head node id
 
 pytestmark = pytest.mark.slow
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int, what: str):
+    """Raise TimeoutError in the main thread (e.g. inside Tune's loop) after ``seconds``."""
+    def expire(signum, frame):
+        raise TimeoutError(f"{what} took over {seconds} s (the fake cluster never scaled?)")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def _tiny_study():
@@ -186,7 +203,7 @@ def smoke_run(fake, tiny_study, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("autoscaler-smoke")
     events_before = len(fake.scaling_events())
     t0 = time.monotonic()
-    with Watcher(fake) as w:
+    with Watcher(fake) as w, time_limit(STUDY_LIMIT_S, "the smoke study"):
         study_dir = run_study(tiny_study, results=str(tmp / "results"), storage=str(tmp / "tune"),
                               address=fake.address, cpus_per_trial=1, gpus_per_trial=0.25, verbose=False)
     ended = time.monotonic()
@@ -279,7 +296,7 @@ def test_spot_reclaim_mid_study_resumes_on_a_replacement_node(fake, tiny_study, 
     t0 = time.monotonic()
     killer.start()
     try:
-        with Watcher(fake) as w:
+        with Watcher(fake) as w, time_limit(STUDY_LIMIT_S, "the reclaimed study"):
             study_dir = run_study(tiny_study, results=str(tmp_path / "results"), storage=storage,
                                   sets={"train.epochs": RECLAIM_EPOCHS}, seeds=1, address=fake.address, cpus_per_trial=1,
                                   gpus_per_trial=0.25, max_failures=2, checkpoint_every_s=0, verbose=False)
@@ -323,8 +340,9 @@ def test_more_gpus_than_any_node_type_fails_before_any_trial(fake, tiny_study, t
     from weaklab.cli import main
 
     events_before, actors_before = len(fake.scaling_events()), len(_trainable_actors())
-    rc = main(["run", tiny_study, "--no-report", "--results", str(tmp_path / "results"),
-               "--storage", str(tmp_path / "tune"), "--address", fake.address, "--gpus-per-trial", "8"])
+    with time_limit(120, "the preflight"):
+        rc = main(["run", tiny_study, "--no-report", "--results", str(tmp_path / "results"),
+                   "--storage", str(tmp_path / "tune"), "--address", fake.address, "--gpus-per-trial", "8"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and err[0].startswith(
