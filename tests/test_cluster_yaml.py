@@ -98,3 +98,68 @@ def test_misspelled_key_fails_validation(tmp_path, where, good, bad):
     path.write_text(broken)
     with pytest.raises(jsonschema.ValidationError, match=bad):
         _ray_checked(_load(path))
+
+
+# -- the fake-provider twin (weaklab.tune.fake_cluster; run by tests/test_autoscaler.py) --
+
+def test_fake_twin_differs_only_in_provider_and_scale():
+    from weaklab.tune.fake_cluster import FAKE_HEAD_TYPE, PROVIDER_MODULE, SCALE, diff_from_cluster, twin_config
+
+    raw = _load()
+    twin = twin_config(raw, gcs_address="127.0.0.1:6379")
+    assert diff_from_cluster(twin, raw) == []
+    # what the scale states, on cluster.yaml's numbers
+    assert twin["provider"]["module"] == PROVIDER_MODULE and twin["head_node_type"] == FAKE_HEAD_TYPE
+    assert twin["max_workers"] == 2 and twin["idle_timeout_minutes"] == SCALE.idle_timeout_minutes
+    types = twin["available_node_types"]
+    assert {n: (t["resources"].get("CPU"), t["resources"].get("GPU", 0), t["max_workers"]) for n, t in types.items()} \
+        == {FAKE_HEAD_TYPE: (0, 0, 0), "gpu1": (8, 1, 2), "gpu4": (48, 4, 1)}
+    # Ray's own checks pass on the twin too (the autoscaler validates what it reads)
+    from ray.autoscaler._private.util import validate_config
+
+    validate_config(twin)
+
+
+@pytest.mark.parametrize("drift, found", [
+    (lambda t: t["available_node_types"]["gpu1"]["resources"].update(GPU=2), "node type gpu1: resources"),
+    (lambda t: t["available_node_types"]["gpu4"].update(max_workers=2), "node type gpu4: max_workers"),
+    (lambda t: t["available_node_types"].pop("gpu4"), "node type gpu4: only in the cluster file"),
+    (lambda t: t["available_node_types"].update(cpu8={"resources": {"CPU": 8}}), "node type cpu8: only in the twin"),
+    (lambda t: t.update(upscaling_speed=4.0), "upscaling_speed"),
+    (lambda t: t.update(idle_timeout_minutes=10), "idle_timeout_minutes"),
+    (lambda t: t["available_node_types"]["ray.head.default"]["resources"].update(CPU=2), "node type ray.head.default"),
+    (lambda t: t["provider"].update(type="aws"), "provider:"),
+])
+def test_fake_twin_drift_is_found(drift, found):
+    from weaklab.tune.fake_cluster import diff_from_cluster, twin_config
+
+    raw = _load()
+    twin = twin_config(raw)
+    drift(twin)
+    diffs = diff_from_cluster(twin, raw)
+    assert any(d.startswith(found) for d in diffs), diffs
+
+
+@pytest.mark.parametrize("edit, message", [
+    # a worker type with no CPU: no trial (which always asks for CPUs) fits on it
+    (("resources: {CPU: 48, GPU: 4}", "resources: {GPU: 4}"),
+     r"available_node_types.gpu4.resources.CPU=0 is not allowed: node type gpu4 cannot hold one trial"),
+    (("resources: {CPU: 8, GPU: 1}", "resources: {CPU: 0.5, GPU: 1}"),
+     r"available_node_types.gpu1.resources.CPU=0.5 is not allowed: node type gpu1 cannot hold one trial"),
+    # a head that offers CPUs would run trials beside the driver and the autoscaler
+    (("    resources: {CPU: 0}\n", "    resources: {CPU: 4}\n"),
+     r"available_node_types.head.resources=\{'CPU': 4\} is not allowed: node type head is the head, which must run "
+     r"no trial"),
+    (("    resources: {CPU: 0}\n", "    resources: {CPU: 0, GPU: 1}\n"), r"node type head is the head, which must run no trial"),
+])
+def test_cluster_file_that_cannot_hold_a_trial_or_runs_trials_on_head(tmp_path, edit, message):
+    from weaklab.registry import ConfigError
+    from weaklab.tune.fake_cluster import twin_config
+
+    text = CLUSTER_YAML.read_text()
+    assert text.count(edit[0]) == 1, edit[0]
+    path = tmp_path / "cluster.yaml"
+    path.write_text(text.replace(*edit))
+    with pytest.raises(ConfigError, match=message) as e:
+        twin_config(_load(path))
+    assert "\n" not in str(e.value)

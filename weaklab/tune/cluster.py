@@ -197,9 +197,11 @@ def node_type_offers(config: Mapping[str, Any] | None) -> list[tuple[str, dict[s
     return out
 
 
-def read_autoscaler_config(path: str = BOOTSTRAP_CONFIG) -> dict[str, Any] | None:
-    """The autoscaler's config that `ray up` leaves on the head, if this is such a head."""
-    path = os.path.expanduser(path)
+def read_autoscaler_config(path: str | None = None) -> dict[str, Any] | None:
+    """The autoscaler's config that `ray up` leaves on the head, if this is such a head
+    (``$WEAKLAB_AUTOSCALER_CONFIG`` instead: a head started by hand with
+    ``ray start --autoscaling-config``, e.g. the rehearsal in weaklab.tune.fake_cluster)."""
+    path = os.path.expanduser(path or os.environ.get("WEAKLAB_AUTOSCALER_CONFIG") or BOOTSTRAP_CONFIG)
     if not os.path.exists(path):
         return None
     import yaml
@@ -284,9 +286,14 @@ def preflight(*, address: str | None, storage: str | None, cpus_per_trial: float
         ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     now = node_offers(ray.nodes())
     config = autoscaler_config if autoscaler_config is not None else read_autoscaler_config()
-    later = node_type_offers(config) + _gcs_node_groups()
+    groups = _gcs_node_groups()
+    later = node_type_offers(config) + groups
     check_resources(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, offers=now + later)
-    if _multi_host(now, bool(later)) and not _storage_is_shared(storage):
+    # Ray's fake multi-node provider starts its nodes on this machine (weaklab.tune.fake_cluster)
+    provider = (config or {}).get("provider") or {}
+    here = provider.get("type") == "fake_multinode" or provider.get("module") == "weaklab.tune.fake_cluster.SpotFakeProvider"
+    elsewhere = bool(groups) or (bool(later) and not here)
+    if _multi_host(now, elsewhere) and not _storage_is_shared(storage):
         what = ("--storage is not given, so Tune's state would go to a folder on this machine"
                 if storage is None else f"--storage={storage!r} is a folder on this machine")
         raise ConfigError(f"{what}, but this cluster runs trials on other machines, which cannot write there; "
