@@ -1,0 +1,162 @@
+"""``--search optuna``: seeds as replicates, one search per arm, no configuration twice,
+bad input before Ray, every study's report on Optuna results, ``--resume`` of a killed driver.
+
+The searcher tests drive :class:`weaklab.tune.search.ReplicateSearcher` the way Tune does
+(``suggest`` until FINISHED, ``on_trial_complete`` with the trial's last result), with a
+metric that is a fixed function of the configuration and seed, so they need no Ray.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+
+from weaklab.tune.runner import RunOptions, prepare
+from weaklab.tune.search import ReplicateSearcher, arm_configs, make_searcher, search_units, split_samples
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _objective(cfg):
+    # a smooth function of the sampled tau plus a per-seed offset: replicates differ
+    return -abs(math.log(cfg.get("hp.tau", 1.0)) - 0.5) + 0.01 * cfg["seed"]
+
+
+def _drive(searcher: ReplicateSearcher, *, concurrent: int = 2, stop_after: int | None = None):
+    """Run the searcher as Tune would, ``concurrent`` trials at a time; returns the configs
+    handed out (in order) and the trial ids still running when ``stop_after`` was reached."""
+    handed, running, n = [], [], 0
+    while True:
+        while len(running) < concurrent:
+            if stop_after is not None and n >= stop_after:
+                return handed, running
+            cfg = searcher.suggest(f"t{n}")
+            if cfg is None or cfg == ReplicateSearcher.FINISHED:
+                break
+            handed.append(cfg)
+            running.append((f"t{n}", cfg))
+            n += 1
+        if not running:
+            return handed, []
+        tid, cfg = running.pop(0)
+        searcher.on_trial_complete(tid, {searcher.metric: _objective(cfg["trial"]), "weaklab/last": True})
+
+
+def _tau_searcher(num_samples, seeds=3, **kw):
+    study, configs = prepare("tau-sweep", seeds=seeds, build_data=False)
+    opts = RunOptions(search="optuna", num_samples=num_samples, **kw)
+    return make_searcher(study, configs, opts, experiment="t", resume=False)
+
+
+def _check_replicates(handed, seeds):
+    trials = pd.DataFrame([{**c["trial"], "group": c["group"]} for c in handed])
+    hp = ["label", "hp.tau", "hp.train_samples"]
+    # one row per (configuration, seed): no configuration runs twice
+    assert not trials.duplicated(hp + ["seed"]).any()
+    per_group = trials.groupby("group")["seed"].apply(sorted)
+    assert (per_group.map(lambda s: s == list(range(seeds)))).all(), per_group
+    # a group is exactly one configuration
+    assert (trials.groupby("group")[["hp.tau", "hp.train_samples", "label"]].nunique(dropna=False) == 1).all().all()
+    return trials
+
+
+def test_twenty_samples_no_duplicates_every_seed_fixed_arm_once_per_seed():
+    s = _tau_searcher(20)
+    handed, _ = _drive(s)
+    trials = _check_replicates(handed, seeds=3)
+    het, hom = trials[trials["method"] == "heteroscedastic"], trials[trials["method"] == "homoscedastic"]
+    assert het.groupby("group").ngroups == 20 and len(het) == 60
+    # the hyperparameter-free arm is never sampled: one trial per seed
+    assert sorted(hom["seed"]) == [0, 1, 2] and hom["group"].nunique() == 1
+    assert len(trials) == s.total_trials == 63
+    taus = het.groupby("group")["hp.tau"].first()
+    assert taus.between(0.025, 100.0).all() and taus.nunique() == 20
+    assert set(het["hp.train_samples"]) <= {1, 100}
+    # Optuna was told one seed-mean per configuration
+    [study] = s.studies.values()
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 20
+    by_tau = het.groupby("hp.tau")
+    for t in done:
+        seeds = by_tau.get_group(t.params["hp.tau"])
+        assert t.value == pytest.approx(sum(_objective(r) for r in seeds.to_dict("records")) / 3)
+
+
+def test_a_finite_space_is_never_sampled_twice_and_its_share_moves_on():
+    # qll-compare: ce, gce, sce, cpu search only lr in {0.1, 0.3} per mix type; bootstrap and
+    # JS also a continuous beta / pi1. 40 configurations: the small spaces run whole.
+    study, configs = prepare("qll-compare", seeds=2, build_data=False)
+    units = search_units(study, arm_configs(study, None, None, configs))
+    shares = split_samples(units, 40)
+    assert sum(shares) == 40 and all(sh == 2 for u, sh in zip(units, shares) if u.size == 2)
+    s = make_searcher(study, configs, RunOptions(search="optuna", num_samples=40, sampler="random"), experiment="q",
+                      resume=False)
+    handed, _ = _drive(s)
+    trials = pd.DataFrame([{**c["trial"], "group": c["group"]} for c in handed])
+    keys = [k for k in trials.columns if k not in ("seed", "group")]
+    assert not trials.duplicated(keys + ["seed"]).any()
+    assert trials.groupby("group").ngroups == 40 and len(trials) == 80
+
+
+@pytest.mark.parametrize("sampler", ["random", "cmaes", "qmc"])
+def test_every_sampler_runs_replicates(sampler):
+    handed, _ = _drive(_tau_searcher(6, seeds=2, sampler=sampler))
+    trials = _check_replicates(handed, seeds=2)
+    assert trials.groupby("group").ngroups == 7
+
+
+def test_saved_searcher_continues_the_same_search(tmp_path):
+    """Saved mid-search (two trials running) and restored into a searcher built afresh, as
+    ``Tuner.restore`` does: the rest of the search is the one the uninterrupted run makes."""
+    whole, _ = _drive(_tau_searcher(12))
+    s = _tau_searcher(12)
+    first, running = _drive(s, stop_after=17)
+    s.save(str(tmp_path / "searcher.pkl"))
+    restored = _tau_searcher(12)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    for tid, cfg in running:  # Tune re-runs the trials its state saw running
+        restored.on_trial_complete(tid, {restored.metric: _objective(cfg["trial"]), "weaklab/last": True})
+    rest, _ = _drive(restored)
+    assert [c["trial"] for c in first + rest] == [c["trial"] for c in whole]
+    _check_replicates(first + rest, seeds=3)
+
+
+def test_optuna_storage_journal_file_holds_the_searches(tmp_path):
+    import optuna
+
+    path = str(tmp_path / "study.log")
+    s = _tau_searcher(4, seeds=2, optuna_storage=path)
+    _drive(s)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    [name] = optuna.get_all_study_names(storage)
+    assert name == "t/heteroscedastic (arm 0)"
+    assert len(optuna.load_study(study_name=name, storage=storage).trials) == 4
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["run", "tau-sweep", "--search", "optuna", "--sampler", "grid"], "--sampler='grid'"),
+    (["run", "tau-sweep", "--sampler", "random"], "only with --search optuna"),
+    (["run", "cpu-prior", "--search", "optuna", "--num-samples", "3"], "--num-samples=3"),
+    (["run", "llp-bag-size", "--smoke", "--search", "optuna", "--num-samples", "3"], "--num-samples=3"),
+    (["run", "tau-sweep", "--search", "optuna", "--optuna-storage", "nosuchdb://x"], "--optuna-storage='nosuchdb://x'"),
+    (["run", "tau-sweep", "--search", "optuna", "--optuna-storage", "/nonexistent-dir/s.log"], "--optuna-storage"),
+])
+def test_bad_search_input_is_one_line_before_ray(argv, expect, capsys, monkeypatch):
+    import weaklab.tune.runner as runner
+    from weaklab.cli import main
+
+    started = []
+    monkeypatch.setattr(runner, "_init_ray", lambda opts: started.append(opts))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("weaklab: error:") and expect in err, err
+    assert "\n" not in err
+    assert started == [], "Ray was started before the error"
