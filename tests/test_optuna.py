@@ -160,3 +160,66 @@ def test_bad_search_input_is_one_line_before_ray(argv, expect, capsys, monkeypat
     assert err.startswith("weaklab: error:") and expect in err, err
     assert "\n" not in err
     assert started == [], "Ray was started before the error"
+
+
+RESUME_STUDY = "ft-optuna-resume"
+RESUME_DRIVER = textwrap.dedent(f"""
+    import sys
+    sys.path.insert(0, {ROOT!r})
+    from weaklab.study import Arm, Study, register_study
+
+    register_study(Study(
+        name={RESUME_STUDY!r}, title="optuna resume test", reproduces="(test)", setting="noise",
+        fixed={{"setting.protocol": "heteroscedastic", "train.arch": "mlp", "train.width": 0.25,
+               "train.batch_size": 32, "train.epochs": 4, "train.patience": 0}},
+        arms=(Arm("homoscedastic", grid={{"train.lr": (1e-3, 3e-3, 1e-2)}}),), seeds=2, metric="best_val_acc"))
+
+    from weaklab.cli import main
+    sys.exit(main(["run", {RESUME_STUDY!r}, "--no-report", "--search", "optuna", "--num-samples", "5",
+                   *sys.argv[1:]]))
+""")
+
+
+def _resume_driver(tmp_path, *args):
+    script = tmp_path / "driver.py"
+    script.write_text(RESUME_DRIVER)
+    # Tune saves its state (and the searcher's) at every step, so a kill loses no asked trial
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "TUNE_GLOBAL_CHECKPOINT_S": "0"}
+    cmd = [sys.executable, str(script), "--results", str(tmp_path / "results"), "--checkpoint-every-s", "0", *args]
+    return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+@pytest.mark.slow
+def test_killed_optuna_driver_resumes_the_same_search(tmp_path):
+    from weaklab.store import load_study
+
+    study_dir = str(tmp_path / "results" / RESUME_STUDY)
+    trials_dir = os.path.join(study_dir, "trials")
+    proc = _resume_driver(tmp_path)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if os.path.isdir(trials_dir) and len(os.listdir(trials_dir)) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the study ended before it could be interrupted:\n" + proc.communicate()[1][-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+    proc.communicate()
+    before = load_study(study_dir)[0]
+    assert 3 <= len(before) < 10
+
+    proc = _resume_driver(tmp_path, "--resume")
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("--resume did not finish: " + proc.communicate()[1][-3000:])
+    assert proc.returncode == 0, f"{out[-2000:]}\n{err[-3000:]}"
+    trials = load_study(study_dir)[0]
+    # exactly --num-samples configurations x seeds, each configuration on both seeds
+    assert len(trials) == 10 and trials["trial_id"].is_unique and set(trials["status"]) == {"completed"}
+    per_lr = trials.groupby("train.lr")["seed"].apply(sorted)
+    assert len(per_lr) == 5 and (per_lr.map(lambda s: s == [0, 1])).all(), per_lr
+    # what ran before the kill is part of the same search (its configurations were not redrawn)
+    assert set(before["train.lr"]) <= set(per_lr.index)
+    assert trials["train.lr"].between(1e-3, 1e-2).all()
