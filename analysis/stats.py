@@ -33,8 +33,16 @@ def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, n_boot: int = 
 
 
 def paired_ttest(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-tailed paired t-test p-value (replicates paired by seed, as paper 002 Table 1)."""
+    """Two-tailed paired t-test p-value (replicates paired by seed, as paper 002 Table 1).
+
+    Two Series indexed by seed are paired on the seeds they share; sequences of unequal
+    length cannot be paired and give NaN (a report then shows no mark, not a traceback)."""
+    if isinstance(a, pd.Series) and isinstance(b, pd.Series) and a.index.is_unique and b.index.is_unique:
+        common = a.index.intersection(b.index)
+        a, b = a.loc[common], b.loc[common]
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        return float("nan")
     ok = ~(np.isnan(a) | np.isnan(b))
     if ok.sum() < 2 or np.allclose(a[ok], b[ok]):
         return float("nan")
@@ -70,3 +78,50 @@ def _cell(v) -> str:
 
 def completed(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["status"] == "completed"] if "status" in trials else trials
+
+
+def seed_complete(trials: pd.DataFrame, by: Sequence[str], *, seeds: Sequence[int] | None = None,
+                  what: str = "configuration") -> tuple[pd.DataFrame, list[str]]:
+    """The completed rows of the groups (one configuration each, grouped by ``by``) that
+    have every seed, and one note per dropped group.
+
+    A seed-mean over fewer seeds is not comparable with the others, nor pairable by seed:
+    with ``--scheduler asha`` a stopped configuration has no completed seed, and a failed
+    seed leaves its configuration short. ``seeds`` defaults to every seed among the trials.
+    """
+    done = completed(trials)
+    if done.empty:
+        return done, []
+    want = set(trials["seed"].dropna().unique().tolist() if seeds is None else seeds)
+    keys = [done[k].astype(str) for k in by]  # NaN-safe: a missing key is its own value
+    have = done.groupby(keys, dropna=False)["seed"].transform(lambda s: set(s) >= want)
+    notes = []
+    for key, g in done[~have.astype(bool)].groupby(keys, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        name = ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in zip(by, key))
+        notes.append(f"{what} {name} dropped: seeds {sorted(g['seed'].tolist())} of {sorted(want)} completed")
+    return done[have.astype(bool)], notes
+
+
+def is_sampled(values: Sequence[float]) -> bool:
+    """True when a numeric column holds searched (Optuna) values rather than grid points:
+    a sampled float carries ~16 significant digits, a grid value typed into a study a few."""
+    v = pd.Series(values).dropna()
+    if v.empty or not np.issubdtype(v.dtype, np.number):
+        return False
+    return bool((v.astype(float).map(lambda x: len(f"{x:.15g}".lstrip("-").replace(".", "").strip("0"))) > 8).any())
+
+
+def smooth(x: Sequence[float], y: Sequence[float], *, log: bool = False, n: int = 200,
+           bandwidth: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian-kernel (Nadaraya-Watson) smoothing of points ``y`` over ``x`` (in log x when
+    ``log``), bandwidth a fraction of the x range: the line through sampled configurations."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[ok], y[ok]
+    t = np.log(x) if log else x
+    grid = np.linspace(t.min(), t.max(), n) if x.size else np.array([])
+    h = max(bandwidth * (t.max() - t.min()), 1e-12) if x.size else 1.0
+    w = np.exp(-0.5 * ((grid[:, None] - t[None, :]) / h) ** 2)
+    line = (w * y[None, :]).sum(axis=1) / np.maximum(w.sum(axis=1), 1e-300)
+    return (np.exp(grid) if log else grid), line

@@ -223,3 +223,30 @@ def test_killed_optuna_driver_resumes_the_same_search(tmp_path):
     # what ran before the kill is part of the same search (its configurations were not redrawn)
     assert set(before["train.lr"]) <= set(per_lr.index)
     assert trials["train.lr"].between(1e-3, 1e-2).all()
+
+
+STUDY_NAMES = ("tau-sweep", "cpu-prior", "qll-compare", "pll-lambda-m", "pll-compare", "llp-bag-size",
+               "balancemix-delta-alpha")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STUDY_NAMES)
+def test_every_study_report_on_an_optuna_smoke_run(name, ray_local, tmp_path):
+    from analysis.report import write_report
+    from weaklab.store import load_study
+    from weaklab.study import STUDIES, discover
+    from weaklab.tune.runner import run_study
+
+    discover()
+    assert set(STUDY_NAMES) == {n for n in STUDIES.names() if not n.startswith("ft-")}, "a study without this test"
+    study_dir = run_study(name, smoke=True, results=str(tmp_path), verbose=False, search="optuna")
+    trials = load_study(study_dir)[0]
+    assert len(trials) and set(trials["status"]) == {"completed"}
+    hp = [c for c in trials.columns if c.startswith(("hp.", "setting.", "train.")) or c in ("label", "phase")]
+    key = trials[hp].apply(lambda r: "|".join(map(str, r)), axis=1)
+    assert not pd.concat([key, trials["seed"].astype(str)], axis=1).duplicated().any(), "a configuration ran twice"
+    seeds = trials["seed"].nunique()
+    final = trials if "phase" not in trials or trials["phase"].isna().all() else trials[trials["phase"] != "select"]
+    assert (final.groupby(key[final.index])["seed"].nunique() == seeds).all(), "a configuration lacks a seed"
+    text = open(write_report(study_dir)).read()
+    assert "Traceback" not in text and len(text.splitlines()) > 5
