@@ -125,3 +125,13 @@ def smooth(x: Sequence[float], y: Sequence[float], *, log: bool = False, n: int 
     w = np.exp(-0.5 * ((grid[:, None] - t[None, :]) / h) ** 2)
     line = (w * y[None, :]).sum(axis=1) / np.maximum(w.sum(axis=1), 1e-300)
     return (np.exp(grid) if log else grid), line
+
+
+def guarded(name: str, fn, *args, **kwargs) -> str:
+    """``fn(*args, **kwargs)`` (Markdown), or one line naming what could not be computed and
+    why: a report on a partial or sampled study shows its other sections, never a traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - any failure of one slice becomes its one-line note
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        return f"*{name}: not computed ({type(e).__name__}{': ' + reason if reason else ''}).*"
