@@ -158,16 +158,27 @@ def test_replicate_asha_stops_and_promotes_a_configurations_seeds_together():
     assert step("a", 1, 2, 0.0) == TrialScheduler.CONTINUE  # between rungs
 
 
-def test_optuna_storage_journal_file_holds_the_searches(tmp_path):
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_optuna_storage_holds_the_searches_and_survives_a_restore(kind, tmp_path):
+    """What optuna-dashboard reads: one Optuna study per search in the storage; the
+    searcher saved and restored mid-search (as --resume does) keeps writing to it."""
     import optuna
 
-    path = str(tmp_path / "study.log")
-    s = _tau_searcher(4, seeds=2, optuna_storage=path)
-    _drive(s)
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    url = str(tmp_path / "study.log") if kind == "journal" else f"sqlite:///{tmp_path / 'study.db'}"
+    s = _tau_searcher(6, seeds=2, optuna_storage=url)
+    _, running = _drive(s, stop_after=7)
+    s.save(str(tmp_path / "searcher.pkl"))
+    restored = _tau_searcher(6, seeds=2, optuna_storage=None)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    for tid, cfg in running:
+        restored.on_trial_complete(tid, {restored.metric: _objective(cfg["trial"]), "weaklab/last": True})
+    handed, _ = _drive(restored)
+    storage = optuna.storages.get_storage(url) if kind == "sqlite" else optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(url))
     [name] = optuna.get_all_study_names(storage)
     assert name == "t/heteroscedastic (arm 0)"
-    assert len(optuna.load_study(study_name=name, storage=storage).trials) == 4
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials)
 
 
 @pytest.mark.parametrize("argv,expect", [
