@@ -135,3 +135,27 @@ def guarded(name: str, fn, *args, **kwargs) -> str:
     except Exception as e:  # noqa: BLE001 - any failure of one slice becomes its one-line note
         reason = (str(e).strip().splitlines() or [""])[0][:200]
         return f"*{name}: not computed ({type(e).__name__}{': ' + reason if reason else ''}).*"
+
+
+def draw_curve(ax, x, mean, lo, hi, *, label: str, log: bool = False, scale: float = 1.0) -> bool:
+    """One curve of means over seeds with its 95% interval: over grid points a line with a
+    band (the papers' style); over sampled values (:func:`is_sampled`) a point per sampled
+    configuration with its interval, and a kernel-smoothed line through them. True when sampled."""
+    x = np.asarray(x, dtype=float)
+    order = np.argsort(x)
+    x = x[order]
+    mean, lo, hi = (scale * np.asarray(v, dtype=float)[order] for v in (mean, lo, hi))
+    if not is_sampled(x):
+        ax.plot(x, mean, marker="o", ms=3, label=label)
+        ax.fill_between(x, lo, hi, alpha=0.2)
+        return False
+    bars = ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], fmt="o", ms=3, elinewidth=0.6, alpha=0.7,
+                       label=f"{label} (sampled)")
+    if len(x) >= 3:
+        ax.plot(*smooth(x, mean, log=log), color=bars[0].get_color(), lw=1.5)
+    if log:  # sampled values within one decade: plain labels on the minor ticks, else none
+        from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+        narrow = x.size and x.max() < 10 * x.min()
+        ax.xaxis.set_minor_formatter(FormatStrFormatter("%g") if narrow else NullFormatter())
+    return True

@@ -17,8 +17,8 @@ import pandas as pd
 
 from analysis import register_report
 from analysis.figures import save_figure
-from analysis.stats import (bootstrap_ci, completed, is_sampled, markdown_table, mean_std, paired_ttest, seed_complete,
-                            smooth, stars)
+from analysis.stats import (bootstrap_ci, completed, draw_curve, is_sampled, markdown_table, mean_std, paired_ttest,
+                            seed_complete, stars)
 
 LL, ACC, CLEAN, VAL = "best.test_noisy_ll", "best.test_noisy_acc", "best.test_acc", "best.val_ll"
 
@@ -49,33 +49,20 @@ def select_tau_star(trials: pd.DataFrame) -> tuple[float, int]:
 def figure_1(trials: pd.DataFrame, out: Path, metric: str = LL, name: str = "fig1_noisy_test_ll.png") -> Path:
     curve = tau_curve(trials, metric)
     fig, ax = plt.subplots(figsize=(6, 4))
-    sampled = is_sampled(curve["tau"]) if len(curve) else False
+    ax.set_xscale("log")  # before the curves: draw_curve labels a narrow sampled range's ticks
+    sampled = False
     for s, g in curve.groupby("S"):
-        g = g.sort_values("tau")
-        if sampled:  # Optuna's taus: a point per sampled tau (seed-mean, 95% CI) and a smoothed line
-            line = ax.errorbar(g["tau"], g["mean"], yerr=[g["mean"] - g["lo"], g["hi"] - g["mean"]], fmt="o", ms=3,
-                               elinewidth=0.6, alpha=0.7, label=f"heteroscedastic, S={s} (sampled τ)")
-            if len(g) >= 3:
-                x, y = smooth(g["tau"], g["mean"], log=True)
-                ax.plot(x, y, color=line[0].get_color(), lw=1.5)
-            continue
-        ax.plot(g["tau"], g["mean"], marker="o", ms=3, label=f"heteroscedastic, S={s}")
-        ax.fill_between(g["tau"], g["lo"], g["hi"], alpha=0.2)
+        sampled |= draw_curve(ax, g["tau"], g["mean"], g["lo"], g["hi"], label=f"heteroscedastic, S={s}", log=True)
     hom = completed(trials)
     hom = hom[hom["method"] == "homoscedastic"][metric]
     if len(hom):
         lo, hi = bootstrap_ci(hom)
         ax.axhline(hom.mean(), color="k", ls="--", lw=1, label="homoscedastic")
         ax.axhspan(lo, hi, color="k", alpha=0.1)
-    ax.set_xscale("log")
     ax.set_xlabel("softmax temperature τ")
     ax.set_ylabel({LL: "noisy test log-likelihood", ACC: "noisy test accuracy"}.get(metric, metric))
     ax.set_title("Paper 002 Fig. 1: mean over seeds, 95% bootstrap CI"
-                 + ("\nOptuna-sampled τ, line kernel-smoothed" if sampled else ""), fontsize=9 if sampled else None)
-    if sampled:  # a narrow sampled range would label every minor tick of the log axis
-        from matplotlib.ticker import NullFormatter
-
-        ax.xaxis.set_minor_formatter(NullFormatter())
+                 + ("\nOptuna-sampled τ: a point per configuration, line kernel-smoothed" if sampled else ""), fontsize=9 if sampled else None)
     ax.legend(fontsize=7)
     return save_figure(fig, out / name)
 
