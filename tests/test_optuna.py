@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _objective(cfg):
     # a smooth function of the sampled tau plus a per-seed offset: replicates differ
-    return -abs(math.log(cfg.get("hp.tau", 1.0)) - 0.5) + 0.01 * cfg["seed"]
+    return -abs(math.log(float(cfg.get("hp.tau", 1.0))) - 0.5) + 0.01 * cfg["seed"]
 
 
 def _drive(searcher: ReplicateSearcher, *, concurrent: int = 2, stop_after: int | None = None):
@@ -88,6 +88,16 @@ def test_twenty_samples_no_duplicates_every_seed_fixed_arm_once_per_seed():
     for t in done:
         seeds = by_tau.get_group(t.params["hp.tau"])
         assert t.value == pytest.approx(sum(_objective(r) for r in seeds.to_dict("records")) / 3)
+
+
+def test_a_set_hyperparameter_of_one_arm_is_fixed_there_and_its_search_goes():
+    # --set hp.tau=2: tau is no longer searched, S in {1, 100} still is; homoscedastic has no tau
+    study, configs = prepare("tau-sweep", seeds=2, sets=["hp.tau=2"], build_data=False)
+    s = make_searcher(study, configs, RunOptions(search="optuna", num_samples=2), experiment="s", resume=False,
+                      sets={"hp.tau": "2"})
+    trials = _check_replicates(_drive(s)[0], seeds=2)
+    het = trials[trials["method"] == "heteroscedastic"]
+    assert set(het["hp.tau"]) == {"2"} and sorted(set(het["hp.train_samples"])) == [1, 100] and len(trials) == 6
 
 
 def test_a_finite_space_is_never_sampled_twice_and_its_share_moves_on():

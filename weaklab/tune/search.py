@@ -108,10 +108,15 @@ def arm_configs(study, sets: dict[str, Any] | None, data_root: str | None,
 
     from weaklab.study import expand
 
+    from weaklab.methods import METHODS
+
     seeds = sorted({c["seed"] for c in configs})
     out, start = [], 0
     for arm in study.arms:
-        n = len(expand(dataclasses.replace(study, arms=(arm,)), sets=sets, data_root=data_root, seeds=seeds))
+        # an hp.* --set of another arm's method is not this arm's (expand skips it there too)
+        fields = {f.name for f in dataclasses.fields(METHODS.get(arm.method).Hparams)}
+        own = {k: v for k, v in (sets or {}).items() if not k.startswith("hp.") or k[3:] in fields}
+        n = len(expand(dataclasses.replace(study, arms=(arm,)), sets=own, data_root=data_root, seeds=seeds))
         out.append(configs[start:start + n])
         start += n
     if start != len(configs):
