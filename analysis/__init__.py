@@ -18,9 +18,20 @@ REPORTS: Registry[ReportFn] = Registry("report")
 
 
 def register_report(*study_names: str):
+    """Register ``fn`` as the report of ``study_names``; the registered function never
+    raises: a report it cannot compute (a partial or Optuna-sampled study) becomes one line
+    naming it (``analysis.stats.guarded``). ``fn`` itself is returned unchanged."""
     def deco(fn: ReportFn) -> ReportFn:
+        import functools
+
+        from analysis.stats import guarded
+
+        @functools.wraps(fn)
+        def safe(trials, epochs, out):
+            return guarded(f"the {'/'.join(study_names)} report", fn, trials, epochs, out)
+
         for name in study_names:
-            REPORTS.add(name, fn)
+            REPORTS.add(name, safe)
         return fn
 
     return deco

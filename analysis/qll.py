@@ -18,7 +18,7 @@ import pandas as pd
 
 from analysis import register_report
 from analysis.figures import save_figure
-from analysis.stats import bootstrap_ci, completed, markdown_table, mean_std, paired_ttest
+from analysis.stats import bootstrap_ci, completed, draw_curve, markdown_table, mean_std, paired_ttest
 
 ACC = "best.test_acc"
 MAX_ACC = "max_epoch_test_acc"
@@ -62,11 +62,10 @@ def pi1_curve(trials: pd.DataFrame, metric: str = ACC) -> pd.DataFrame:
 def figure_3(trials: pd.DataFrame, out: Path, name: str = "fig3_acc_vs_pi1.png") -> Path:
     curve = pi1_curve(trials)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (ds, mix, m), g in curve.groupby(["dataset", "mix", "m"]):
-        g = g.sort_values("pi1")
-        ax.plot(g["pi1"], 100 * g["mean"], marker="o", ms=3, label=setting_name(ds, mix, m))
-        ax.fill_between(g["pi1"], 100 * g["lo"], 100 * g["hi"], alpha=0.2)
     ax.set_xscale("log")
+    for (ds, mix, m), g in curve.groupby(["dataset", "mix", "m"]):
+        # grid points as a line and band; Optuna-sampled pi1 as points and a smoothed line
+        draw_curve(ax, g["pi1"], g["mean"], g["lo"], g["hi"], label=setting_name(ds, mix, m), log=True, scale=100)
     ax.set_xlabel("π_p^(1) (prior of the positive term, eq. 5)")
     ax.set_ylabel("test accuracy (%) at the best-validation epoch")
     ax.set_title("Paper 000 Fig. 3: CPU vs π1 (π2 = m/c); mean, 95% bootstrap CI over seeds", fontsize=9)

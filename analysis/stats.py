@@ -33,8 +33,16 @@ def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, n_boot: int = 
 
 
 def paired_ttest(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-tailed paired t-test p-value (replicates paired by seed, as paper 002 Table 1)."""
+    """Two-tailed paired t-test p-value (replicates paired by seed, as paper 002 Table 1).
+
+    Two Series indexed by seed are paired on the seeds they share; sequences of unequal
+    length cannot be paired and give NaN (a report then shows no mark, not a traceback)."""
+    if isinstance(a, pd.Series) and isinstance(b, pd.Series) and a.index.is_unique and b.index.is_unique:
+        common = a.index.intersection(b.index)
+        a, b = a.loc[common], b.loc[common]
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        return float("nan")
     ok = ~(np.isnan(a) | np.isnan(b))
     if ok.sum() < 2 or np.allclose(a[ok], b[ok]):
         return float("nan")
@@ -70,3 +78,84 @@ def _cell(v) -> str:
 
 def completed(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["status"] == "completed"] if "status" in trials else trials
+
+
+def seed_complete(trials: pd.DataFrame, by: Sequence[str], *, seeds: Sequence[int] | None = None,
+                  what: str = "configuration") -> tuple[pd.DataFrame, list[str]]:
+    """The completed rows of the groups (one configuration each, grouped by ``by``) that
+    have every seed, and one note per dropped group.
+
+    A seed-mean over fewer seeds is not comparable with the others, nor pairable by seed:
+    with ``--scheduler asha`` a stopped configuration has no completed seed, and a failed
+    seed leaves its configuration short. ``seeds`` defaults to every seed among the trials.
+    """
+    done = completed(trials)
+    if done.empty:
+        return done, []
+    want = set(trials["seed"].dropna().unique().tolist() if seeds is None else seeds)
+    keys = [done[k].astype(str) for k in by]  # NaN-safe: a missing key is its own value
+    have = done.groupby(keys, dropna=False)["seed"].transform(lambda s: set(s) >= want)
+    notes = []
+    for key, g in done[~have.astype(bool)].groupby(keys, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        name = ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in zip(by, key))
+        notes.append(f"{what} {name} dropped: seeds {sorted(g['seed'].tolist())} of {sorted(want)} completed")
+    return done[have.astype(bool)], notes
+
+
+def is_sampled(values: Sequence[float]) -> bool:
+    """True when a numeric column holds searched (Optuna) values rather than grid points:
+    a sampled float carries ~16 significant digits, a grid value typed into a study a few."""
+    v = pd.Series(values).dropna()
+    if v.empty or not np.issubdtype(v.dtype, np.number):
+        return False
+    return bool((v.astype(float).map(lambda x: len(f"{x:.15g}".lstrip("-").replace(".", "").strip("0"))) > 8).any())
+
+
+def smooth(x: Sequence[float], y: Sequence[float], *, log: bool = False, n: int = 200,
+           bandwidth: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian-kernel (Nadaraya-Watson) smoothing of points ``y`` over ``x`` (in log x when
+    ``log``), bandwidth a fraction of the x range: the line through sampled configurations."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[ok], y[ok]
+    t = np.log(x) if log else x
+    grid = np.linspace(t.min(), t.max(), n) if x.size else np.array([])
+    h = max(bandwidth * (t.max() - t.min()), 1e-12) if x.size else 1.0
+    w = np.exp(-0.5 * ((grid[:, None] - t[None, :]) / h) ** 2)
+    line = (w * y[None, :]).sum(axis=1) / np.maximum(w.sum(axis=1), 1e-300)
+    return (np.exp(grid) if log else grid), line
+
+
+def guarded(name: str, fn, *args, **kwargs) -> str:
+    """``fn(*args, **kwargs)`` (Markdown), or one line naming what could not be computed and
+    why: a report on a partial or sampled study shows its other sections, never a traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - any failure of one slice becomes its one-line note
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        return f"*{name}: not computed ({type(e).__name__}{': ' + reason if reason else ''}).*"
+
+
+def draw_curve(ax, x, mean, lo, hi, *, label: str, log: bool = False, scale: float = 1.0) -> bool:
+    """One curve of means over seeds with its 95% interval: over grid points a line with a
+    band (the papers' style); over sampled values (:func:`is_sampled`) a point per sampled
+    configuration with its interval, and a kernel-smoothed line through them. True when sampled."""
+    x = np.asarray(x, dtype=float)
+    order = np.argsort(x)
+    x = x[order]
+    mean, lo, hi = (scale * np.asarray(v, dtype=float)[order] for v in (mean, lo, hi))
+    if not is_sampled(x):
+        ax.plot(x, mean, marker="o", ms=3, label=label)
+        ax.fill_between(x, lo, hi, alpha=0.2)
+        return False
+    bars = ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], fmt="o", ms=3, elinewidth=0.6, alpha=0.7,
+                       label=f"{label} (sampled)")
+    if len(x) >= 3:
+        ax.plot(*smooth(x, mean, log=log), color=bars[0].get_color(), lw=1.5)
+    if log:  # sampled values within one decade: plain labels on the minor ticks, else none
+        from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+        narrow = x.size and x.max() < 10 * x.min()
+        ax.xaxis.set_minor_formatter(FormatStrFormatter("%g") if narrow else NullFormatter())
+    return True

@@ -28,7 +28,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-trial", type=float, default=0.0,
                    help="fraction in (0, 1] to pack trials on one GPU, or a whole number")
     p.add_argument("--search", default="grid", help="grid (every point) or optuna")
-    p.add_argument("--num-samples", type=int, help="trials sampled by --search optuna")
+    p.add_argument("--num-samples", type=int,
+                   help="configurations sampled by --search optuna, split evenly over the arms with searched "
+                        "hyperparameters; each runs on every seed (default: as many as those arms' grid points)")
+    p.add_argument("--sampler", default="tpe", help="Optuna sampler of --search optuna: tpe, random, cmaes or qmc")
+    p.add_argument("--optuna-storage",
+                   help="Optuna storage for optuna-dashboard: sqlite:///study.db or a journal file (default: in memory)")
     p.add_argument("--scheduler", default="none", help="none or asha (early-stop weak trials)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial from its checkpoint")
     p.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
@@ -45,14 +50,14 @@ def _run(args: argparse.Namespace) -> int:
 
     opts = RunOptions(results=args.results, storage=args.storage, address=args.address,
                       cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, search=args.search,
-                      num_samples=args.num_samples, scheduler=args.scheduler, max_failures=args.max_failures,
+                      num_samples=args.num_samples, sampler=args.sampler, optuna_storage=args.optuna_storage,
+                      scheduler=args.scheduler, max_failures=args.max_failures,
                       max_concurrent=args.max_concurrent, checkpoint_every_s=args.checkpoint_every_s,
                       resume=args.resume)
     study, configs = prepare(args.study, smoke=args.smoke, dataset=args.dataset, data_root=args.data_root,
                              seeds=args.seeds, sets=args.sets, build_data=False)
-    n = len(configs) if args.search == "grid" else (args.num_samples or len(configs))
-    print(f"weaklab: study {study.name} ({study.reproduces}) on {study.dataset}: {n} trials"
-          f"{' (Optuna)' if args.search == 'optuna' else ''}", flush=True)
+    n = f"{len(configs)} trials" if args.search == "grid" else "an Optuna search, seeds as replicates"
+    print(f"weaklab: study {study.name} ({study.reproduces}) on {study.dataset}: {n}", flush=True)
     study_dir = run_study(args.study, smoke=args.smoke, dataset=args.dataset, data_root=args.data_root,
                           seeds=args.seeds, sets=args.sets, options=opts)
     print(f"weaklab: Parquet in {study_dir}/trials and {study_dir}/epochs", flush=True)

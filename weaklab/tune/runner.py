@@ -35,7 +35,12 @@ class RunOptions:
     """a fraction in (0, 1] packs trials on one GPU; a whole number gives each trial that many"""
     search: str = "grid"
     num_samples: int | None = None
-    """trials sampled by Optuna (default: as many as the grid has points)"""
+    """configurations sampled by Optuna, split evenly over the arms with searched
+    hyperparameters; each runs on every seed (default: as many as those arms' grids have points)"""
+    sampler: str = "tpe"
+    """Optuna sampler of --search optuna: tpe, random, cmaes or qmc"""
+    optuna_storage: str | None = None
+    """Optuna storage (sqlite:///x.db or a journal file) for optuna-dashboard; default in memory"""
     scheduler: str = "none"
     max_failures: int = 1
     """retries of a trial that raised or lost its node (resumed from its last checkpoint)"""
@@ -60,6 +65,12 @@ class RunOptions:
         check(self.num_samples is None or self.num_samples >= 1, "--num-samples", self.num_samples, "an integer >= 1")
         check(self.num_samples is None or self.search == "optuna", "--num-samples", self.num_samples,
               "only with --search optuna (grid search runs every point of the study's grid)")
+        from weaklab.tune.search import SAMPLERS
+
+        check(self.sampler in SAMPLERS, "--sampler", self.sampler, " or ".join(SAMPLERS))
+        check(self.sampler == "tpe" or self.search == "optuna", "--sampler", self.sampler, "only with --search optuna")
+        check(self.optuna_storage is None or self.search == "optuna", "--optuna-storage", self.optuna_storage,
+              "only with --search optuna")
         check(self.max_failures >= 0, "--max-failures", self.max_failures, "an integer >= 0")
         check(self.checkpoint_every_s >= 0, "--checkpoint-every-s", self.checkpoint_every_s, "seconds >= 0")
         check(self.max_concurrent is None or self.max_concurrent >= 1, "--max-concurrent", self.max_concurrent,
@@ -111,42 +122,6 @@ def _build_weak_data(parsed) -> list:
     return built
 
 
-class OptunaSpace:
-    """Define-by-run space for Optuna (a class, since Tune pickles its searcher): pick an
-    arm, then each of its varying grid keys as a distribution (log-uniform for positive
-    numeric ranges spanning >= 10x, uniform/int for other numeric ranges of > 2 values,
-    categorical otherwise), then a seed. Suggested names are ``"<arm>:<key>"``."""
-
-    def __init__(self, configs: list[dict[str, Any]], study, checkpoint_every_s: float = 0.0):
-        self.checkpoint_every_s = checkpoint_every_s
-        self.bases, self.spaces = [], []
-        for arm in study.arms:
-            arm_cfgs = [c for c in configs if c["label"] == (arm.label or arm.method)]
-            if not arm_cfgs:
-                continue
-            self.bases.append(arm_cfgs[0])
-            self.spaces.append({k: sorted({c[k] for c in arm_cfgs}, key=str) for k in arm_cfgs[0]
-                                if k != "seed" and len({repr(c[k]) for c in arm_cfgs}) > 1})
-        self.seeds = sorted({c["seed"] for c in configs})
-
-    def __call__(self, trial):
-        arm = trial.suggest_categorical("arm", list(range(len(self.bases))))
-        for k, values in self.spaces[arm].items():
-            name = f"{arm}:{k}"
-            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-            if numeric and len(values) > 2:
-                lo, hi = min(values), max(values)
-                log = lo > 0 and hi / lo >= 10
-                if all(isinstance(v, int) for v in values):
-                    trial.suggest_int(name, lo, hi, log=log)
-                else:
-                    trial.suggest_float(name, lo, hi, log=log)
-            else:
-                trial.suggest_categorical(name, values)
-        trial.suggest_categorical("seed", self.seeds)
-        return {"arms": self.bases, "checkpoint_every_s": self.checkpoint_every_s}
-
-
 def run_study(name: str, *, smoke: bool = False, dataset: str | None = None, data_root: str | None = None,
               seeds: int | None = None, sets: dict[str, Any] | Sequence[str] | None = None,
               options: RunOptions | None = None, **option_kwargs) -> str:
@@ -160,11 +135,19 @@ def run_study(name: str, *, smoke: bool = False, dataset: str | None = None, dat
     store.check_results(study_dir)  # unreachable, missing bucket, no credentials: before Ray
     # fixed before the first trial: every file of the study has exactly this schema
     schema = store.study_schema(configs, data, study=study.name)
+    search = None
+    if opts.search == "optuna":
+        from weaklab.study import parse_sets
+        from weaklab.tune.search import check_search
+
+        search = {"sets": sets if isinstance(sets, dict) or sets is None else parse_sets(sets), "data_root": data_root}
+        base = study_dir_name(study.name, smoke)
+        check_search(study, configs, opts, experiments=(base, f"{base}-select"), **search)
     _preflight(opts)
     _init_ray(opts)
     if study.select_then_seeds:
-        return _run_select_then_seeds(study, configs, study_dir, opts, smoke, schema)
-    _fit(study, configs, study_dir, opts, experiment=study_dir_name(study.name, smoke), schema=schema)
+        return _run_select_then_seeds(study, configs, study_dir, opts, smoke, schema, search=search)
+    _fit(study, configs, study_dir, opts, experiment=study_dir_name(study.name, smoke), schema=schema, search=search)
     return study_dir
 
 
@@ -204,7 +187,10 @@ def _storage_path(opts: RunOptions) -> str:
 
 
 def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions, *, experiment: str,
-         phase: str | None = None, schema=None) -> None:
+         phase: str | None = None, schema=None, search: dict[str, Any] | None = None) -> None:
+    """One Tune experiment over ``configs``: every one of them (grid, or a select-then-seeds
+    final phase), or an Optuna search over them when ``search`` holds the run's ``--set``
+    values and data root (``weaklab.tune.search``); every trial stored with ``schema``."""
     from ray import tune
 
     from weaklab import store
@@ -233,28 +219,30 @@ def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions,
         if stored:
             raise ConfigError(f"--results: {study_dir} already holds {len(stored)} trials of this study; add --resume "
                               f"to continue it, or choose another --results folder (or delete that one) to start afresh")
-        n = len(configs) if opts.search == "grid" else (opts.num_samples or len(configs))
-        search_alg = None
+        n, search_alg = len(configs), None
         param_space = {"trial": tune.grid_search(configs), "checkpoint_every_s": opts.checkpoint_every_s}
-        if opts.search == "optuna":
-            from ray.tune.search.optuna import OptunaSearch
+        if search is not None:
+            from weaklab.tune.search import make_searcher
 
-            search_alg = OptunaSearch(space=OptunaSpace(configs, study, opts.checkpoint_every_s),
-                                      metric=study.metric, mode=study.mode,
-                                      seed=0)
-            param_space = {}
+            search_alg = make_searcher(study, configs, opts, experiment=experiment, resume=False, **search)
+            n, param_space = search_alg.total_trials, {}
+            if opts.verbose:
+                print(f"weaklab: Optuna ({opts.sampler}) over {search_alg.summary()}; "
+                      f"{len(search_alg.seeds)} seeds each, {n} trials", flush=True)
         scheduler = None
         if opts.scheduler == "asha":
-            from ray.tune.schedulers import ASHAScheduler
+            from weaklab.tune.search import ReplicateASHA
 
-            scheduler = ASHAScheduler(grace_period=max(1, int(configs[0].get("train.epochs", 10)) // 10))
+            epochs = int(configs[0].get("train.epochs", 10))
+            # rungs decide per configuration: its seeds are stopped or promoted together
+            scheduler = ReplicateASHA(grace_period=max(1, epochs // 10), max_t=max(epochs, 1))
         callbacks = [ParquetCallback(study_dir, study.name, schema)]
         if opts.verbose:
             callbacks.append(ProgressCallback(n, study.metric, study.mode))
         tuner = tune.Tuner(
             trainable, param_space=param_space,
             tune_config=tune.TuneConfig(metric=study.metric, mode=study.mode, search_alg=search_alg,
-                                        scheduler=scheduler, num_samples=1 if opts.search == "grid" else n,
+                                        scheduler=scheduler, num_samples=1 if search_alg is None else n,
                                         reuse_actors=opts.reuse_actors, max_concurrent_trials=opts.max_concurrent),
             run_config=tune.RunConfig(name=experiment, storage_path=storage, callbacks=callbacks, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=opts.max_failures),
@@ -299,9 +287,12 @@ def _restore(exp_path: str, trainable, opts: RunOptions):
         raise ConfigError(f"--resume: the experiment state at {exp_path} is corrupt or truncated ({msg[:200]}); {fresh}") from None
 
 
-def _run_select_then_seeds(study, configs, study_dir: str, opts: RunOptions, smoke: bool, schema=None) -> str:
-    """Phase 'select': every grid point at the first seed; phase 'final': all seeds at the
-    hyperparameters each arm scored best on ``study.metric`` per point of ``study.grid``."""
+def _run_select_then_seeds(study, configs, study_dir: str, opts: RunOptions, smoke: bool, schema=None,
+                           search: dict[str, Any] | None = None) -> str:
+    """Phase 'select': every grid point at the first seed (under ``--search optuna``: the
+    sampled configurations at the first seed, the study's own protocol); phase 'final': all
+    seeds at the hyperparameters each arm scored best on ``study.metric`` per point of
+    ``study.grid``."""
     from weaklab import store
 
     base = study_dir_name(study.name, smoke)
@@ -313,10 +304,16 @@ def _run_select_then_seeds(study, configs, study_dir: str, opts: RunOptions, smo
             return 0
         return int((store.load_study(study_dir)[0]["phase"] == phase).sum())
 
-    if stored_phase("select") < len(select):
-        _fit(study, select, study_dir, opts, experiment=f"{base}-select", phase="select", schema=schema)
+    n_select = len(select)
+    if search is not None:
+        from weaklab.tune.search import planned_trials
+
+        n_select = planned_trials(study, select, opts, **search)
+    if stored_phase("select") < n_select:
+        _fit(study, select, study_dir, opts, experiment=f"{base}-select", phase="select", schema=schema,
+             search=search)
     trials, _ = store.load_study(study_dir)
-    final = _chosen_configs(study, configs, trials[trials["phase"] == "select"])
+    final = _chosen_configs(study, configs, trials[trials["phase"] == "select"], sampled=search is not None)
     _fit(study, final, study_dir, dataclasses.replace(opts, resume=opts.resume and _has_state(opts, f"{base}-final")),
          experiment=f"{base}-final", phase="final", schema=schema)
     return study_dir
@@ -340,8 +337,10 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def _chosen_configs(study, configs: list[dict[str, Any]], select_trials) -> list[dict[str, Any]]:
-    """The configs (all seeds) whose arm hyperparameters match each arm's best select trial."""
+def _chosen_configs(study, configs: list[dict[str, Any]], select_trials, sampled: bool = False) -> list[dict[str, Any]]:
+    """The configs (all seeds) whose arm hyperparameters match each arm's best select trial
+    (``sampled``: Optuna's values are no grid points, so they replace the arm's searched
+    keys, one config per seed)."""
     metric = f"final.{study.metric}"
     better = (lambda a, b: a > b) if study.mode == "max" else (lambda a, b: a < b)
     best: dict[tuple, Any] = {}
@@ -358,6 +357,10 @@ def _chosen_configs(study, configs: list[dict[str, Any]], select_trials) -> list
         if chosen is None:
             continue
         arm = next(a for a in study.arms if (a.label or a.method) == c["label"])
-        if all(_same(c.get(k), chosen.get(k)) for k in arm.grid):
+        if sampled:
+            cfg = {**c, **{k: _norm(chosen.get(k)) for k in arm.grid if not k.startswith("setting.")}, "phase": "final"}
+            if cfg not in out:
+                out.append(cfg)
+        elif all(_same(c.get(k), chosen.get(k)) for k in arm.grid):
             out.append({**c, "phase": "final"})
     return out

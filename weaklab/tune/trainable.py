@@ -1,8 +1,8 @@
 """The function trainable: a Tune config becomes one ``weaklab.engine`` run.
 
-Tune's config is ``{"trial": <flat trial config>}`` for grid search; under Optuna the
-suggested values arrive as extra keys ``"<arm>:<key>"`` and ``"seed"`` that
-:func:`materialize` folds into the flat config. Every epoch reports the engine's metrics
+Tune's config is ``{"trial": <flat trial config>, ...}`` for grid search and for Optuna
+alike: the Optuna searcher (``weaklab.tune.search``) hands Tune concrete configurations
+with their seed, plus the ``group`` of replicates they belong to. Every epoch reports the engine's metrics
 plus a ``weaklab`` entry (device, node, wall time; on the last epoch the full history, so
 the driver stores every epoch even for a trial resumed from a checkpoint; the trial's cost
 so far, :class:`CostMeter`) with a checkpoint, so ``FailureConfig(max_failures=...)``
@@ -28,13 +28,7 @@ from weaklab.engine import build_trial, resolve_device, train
 
 
 def materialize(config: dict[str, Any]) -> dict[str, Any]:
-    """The flat trial config from a Tune config (grid or Optuna define-by-run)."""
-    if "arms" in config:  # Optuna: the chosen arm's base config plus suggested values
-        cfg = dict(config["arms"][config["arm"]])
-        prefix = f"{config['arm']}:"
-        cfg.update({k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)})
-        cfg["seed"] = config.get("seed", cfg.get("seed", 0))
-        return cfg
+    """The flat trial config from a Tune config (grid point or sampled configuration)."""
     return dict(config["trial"])
 
 
