@@ -97,7 +97,8 @@ def arm_by_seed(df: pd.DataFrame, *, metric: str, select: str, exclude: Sequence
 def _arm_values(rows: pd.DataFrame, label: str, where: Mapping[str, Any], claim, metric: str) -> pd.Series:
     df = _restrict(rows[rows["label"] == label], where)
     if df.empty:
-        raise NotRun(f"arm {label!r} has no completed trials here")
+        at = f" at {', '.join(f'{k}={v}' for k, v in where.items())}" if where else ""
+        raise NotRun(f"arm {label!r} has no completed trials{at} here (not run, or not sampled)")
     exclude = (*claim.slice_by, *claim.average_over, *([claim.axis] if claim.axis else []))
     if not claim.average_over:
         return arm_by_seed(df, metric=metric, select=claim.select, exclude=exclude)
