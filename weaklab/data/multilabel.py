@@ -29,7 +29,10 @@ With 10 classes and ~2 positives an image, ``digits-multi`` cannot reach VOC's P
 ``digits-multi-cells`` labels each (digit, cell) pair of the 2x2 mosaic (K = 40, label
 ``cell * 10 + digit``), with empty cells at probability 0.4 and class ratio 12: both
 CLS_Imb (14) and PN_Imb (13) are VOC's. Its rarest class has ~40 training and ~9 test
-positives, so its few-shot mAP is noisier than digits-multi's.
+positives, so its few-shot mAP is noisier than digits-multi's. Measured (seed 0, 40 %
+mislabeling, the balancemix-delta-alpha recipe, last / peak test mAP x100): BCE 63.8 / 71.3,
+BalanceMix 78.3 / 78.9 (few-shot 35.2 vs 49.0), a wider gap than on digits-multi
+(60.2 vs 71.6), as the minority sampler now has positives to favour.
 
 VOC: ``torchvision.datasets.VOCDetection`` folders under ``--data-root``
 (``VOCdevkit/VOC2007/{JPEGImages,Annotations,ImageSets/Main}``). The label of an image is

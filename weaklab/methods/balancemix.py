@@ -213,7 +213,7 @@ class AugmentHparams:
     randaug: bool = True
     """RandAugment the training inputs (paper 004's recipe for every method); False: raw inputs"""
     ra_ops: int = 2
-    """RandAugment num_ops (torchvision's default and paper 004's library default)"""
+    """RandAugment num_ops (torchvision's default)"""
     ra_magnitude: int = 9
     """RandAugment magnitude bin (0..30 of torchvision's 31)"""
 
