@@ -4,9 +4,10 @@ heatmap per noise type (Tables 7-8), mAP by class group, the method-versus-basel
 the hidden clean labels, and the per-epoch cost of the GMM fits.
 
 Numbers are last-epoch values (``final.*``), as the paper reports "last mAPs", averaged
-over seeds (± std). "BalanceMix (paper δ, α)" is the grid point at α = 4 and δ = 0.975
-(0.55 for missing labels); "BalanceMix (val-selected)" picks δ, α per noise type by the
-mean last-epoch validation mAP.
+over seeds (± std). The study runs select-then-seeds: the δ x α surface is the select
+phase (every grid point, seed 0); every other table uses the final phase (all seeds), in
+which "BalanceMix (val-selected)" is the (δ, α) with the best last-epoch validation mAP
+per noise type. Without phases (a smoke run) the same choice is made here.
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ from analysis.figures import save_figure
 from analysis.stats import completed, markdown_table, mean_std, paired_ttest
 
 GRID_LABELS = ("balancemix", "balancemix-single-positive")
-BASELINES = ("bce", "bce-mixup", "asl")
+BASELINES = ("bce", "bce-mixup", "asl", "coteaching", "t-estimator", "ll-r", "ll-ct")
+BASELINE_NAMES = {"bce": "BCE", "bce-mixup": "BCE + Mixup", "asl": "ASL", "coteaching": "Co-teaching",
+                  "t-estimator": "T-estimator", "ll-r": "LL-R", "ll-ct": "LL-Ct"}
 NOISE_ORDER = ("mislabel", "flip", "missing", "none")
 GROUPS = ("many", "medium", "few")
-ABLATION_ROWS = (("Default (BCE)", "bce"), ("+ random sampler (Mixup)", "abl:+random-sampler"),
+ABLATION_ROWS = (("Default (BCE)", "bce"), ("+ random sampler (Mixup)", "bce-mixup"),
                  ("+ minority sampler (eq. 4)", "abl:+minority-sampler"),
                  ("+ clean labels (eq. 8)", "abl:+clean-labels"),
-                 ("+ re-labeled labels (eq. 9)", "abl:+relabeled-labels"), ("+ ambiguous labels (eq. 10)", "paper"))
+                 ("+ re-labeled labels (eq. 9)", "abl:+relabeled-labels"),
+                 ("+ ambiguous labels (eq. 10) = BalanceMix (val-selected δ, α)", "full"))
 PAPER_ALPHA, PAPER_DELTA, PAPER_DELTA_MISSING = 4.0, 0.975, 0.55
 
 
@@ -41,6 +45,13 @@ def _grid(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["label"].isin(GRID_LABELS)]
 
 
+def _phase(trials: pd.DataFrame, phase: str) -> pd.DataFrame:
+    """Rows of a select-then-seeds ``phase`` ('select' | 'final'); all rows when the run had no phases."""
+    if "phase" in trials and (trials["phase"] == phase).any():
+        return trials[trials["phase"] == phase]
+    return trials
+
+
 def paper_point(trials: pd.DataFrame) -> pd.DataFrame:
     """BalanceMix grid rows at the paper's defaults (α = 4; δ = 0.975, or 0.55 for missing labels)."""
     g = _grid(trials)
@@ -49,8 +60,9 @@ def paper_point(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def val_selected(trials: pd.DataFrame) -> pd.DataFrame:
-    """BalanceMix rows at the (δ, α) with the best mean last-epoch val mAP, per noise type."""
-    g = _grid(trials)
+    """BalanceMix rows at the (δ, α) with the best mean last-epoch val mAP, per noise type
+    (in a select-then-seeds run the final phase holds only that point)."""
+    g = _grid(_phase(trials, "final"))
     out = []
     for _, gn in g.groupby("setting.noise"):
         means = gn.groupby(["hp.delta", "hp.alpha"])["final.val_map"].mean()
@@ -61,8 +73,8 @@ def val_selected(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def delta_alpha_surface(trials: pd.DataFrame, noise: str, metric: str = "final.test_map") -> pd.DataFrame:
-    """Mean ``metric`` over seeds, rows δ, columns α, for one noise type."""
-    g = _grid(trials)
+    """Mean ``metric`` over seeds, rows δ, columns α, for one noise type (select phase)."""
+    g = _grid(_phase(trials, "select"))
     g = g[g["setting.noise"] == noise]
     return g.pivot_table(index="hp.delta", columns="hp.alpha", values=metric, aggfunc="mean").sort_index()
 
@@ -89,11 +101,18 @@ def heatmap_figure(trials: pd.DataFrame, out: Path, name: str = "delta_alpha_hea
 
 
 def method_rows(trials: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Display name -> trials of the compared methods (Tables 1-3)."""
-    rows = {"BCE": trials[trials["label"] == "bce"], "BCE + Mixup": trials[trials["label"] == "bce-mixup"],
-            "ASL": trials[trials["label"] == "asl"], "BalanceMix (paper delta, alpha)": paper_point(trials),
-            "BalanceMix (val-selected)": val_selected(trials)}
+    """Display name -> final-phase trials of the compared methods (Tables 1-3)."""
+    final = _phase(trials, "final")
+    rows = {name: final[final["label"] == label] for label, name in BASELINE_NAMES.items()}
+    rows["BalanceMix (val-selected)"] = val_selected(trials)
     return {k: v for k, v in rows.items() if len(v)}
+
+
+def chosen_lines(trials: pd.DataFrame) -> list[str]:
+    """The (δ, α) chosen on validation per noise type."""
+    bm = val_selected(trials)
+    return [f"- {noise}: δ = {g['hp.delta'].iloc[0]:g}, α = {g['hp.alpha'].iloc[0]:g} "
+            f"({g['seed'].nunique()} seed(s))" for noise, g in bm.groupby("setting.noise")]
 
 
 def _cell(values: pd.Series) -> str:
@@ -117,19 +136,20 @@ def comparison_table(trials: pd.DataFrame) -> str:
 
 
 def significance_lines(trials: pd.DataFrame) -> list[str]:
-    """Paired (by seed) two-tailed t-tests of BalanceMix (paper point) against each baseline."""
-    bm = paper_point(trials)
+    """Paired (by seed) two-tailed t-tests of BalanceMix (val-selected) against each baseline."""
+    bm = val_selected(trials)
+    final = _phase(trials, "final")
     lines = []
     for noise in _noises(bm):
         a = bm[bm["setting.noise"] == noise].set_index("seed")["final.test_map"]
-        for base in ("bce", "asl"):
-            b = trials[(trials["label"] == base) & (trials["setting.noise"] == noise)]
+        for base in BASELINES:
+            b = final[(final["label"] == base) & (final["setting.noise"] == noise)]
             b = b.set_index("seed")["final.test_map"]
             common = a.index.intersection(b.index)
             if len(common):
                 diff = 100 * float((a[common] - b[common]).mean())
                 p = paired_ttest(a[common].values, b[common].values)
-                lines.append(f"- {noise}: BalanceMix − {base.upper()} = {diff:+.1f} mAP points over {len(common)} "
+                lines.append(f"- {noise}: BalanceMix − {BASELINE_NAMES[base]} = {diff:+.1f} mAP points over {len(common)} "
                              f"seed(s), paired t-test p = {p:.3g}")
     return lines
 
@@ -158,14 +178,13 @@ def group_figure(trials: pd.DataFrame, out: Path, name: str = "map_by_class_grou
 def ablation_table(trials: pd.DataFrame) -> str:
     """Table 5: components added one at a time; gain over the previous row in parentheses."""
     noises = _noises(trials)
+    final = _phase(trials, "final")
     means: dict[str, dict[str, float]] = {}
     for name, label in ABLATION_ROWS:
-        if label == "paper":
-            df = paper_point(trials)
-        elif label == "bce":
-            df = trials[trials["label"] == "bce"]
+        if label == "full":
+            df = val_selected(trials)
         else:
-            df = trials[trials["label"].isin((label, label + "-sp"))]
+            df = final[final["label"].isin((label, label + "-sp"))]
         if len(df):
             means[name] = {n: 100 * df[df["setting.noise"] == n]["final.test_map"].mean() for n in noises}
     if len(means) < 2:
@@ -182,9 +201,31 @@ def ablation_table(trials: pd.DataFrame) -> str:
     return markdown_table(df)
 
 
+def memorisation_table(trials: pd.DataFrame) -> str:
+    """Per method and noise type: test mAP at the best-validation epoch against the last
+    epoch (x100); a drop shows the noisy labels being memorised late in training."""
+    final = _phase(trials, "final")
+    rows = {}
+    for name, df in method_rows(trials).items():
+        if "best.test_map" not in df:
+            continue
+        row = {}
+        for noise in _noises(final):
+            d = df[df["setting.noise"] == noise]
+            if len(d):
+                b, l = 100 * d["best.test_map"].mean(), 100 * d["final.test_map"].mean()
+                row[noise] = f"{b:.1f} -> {l:.1f} ({l - b:+.1f})"
+        rows[name] = row
+    if not rows:
+        return "No trials."
+    df = pd.DataFrame(rows).T
+    df.index.name = "method: best-val epoch -> last epoch"
+    return markdown_table(df)
+
+
 def management_table(trials: pd.DataFrame, epochs: pd.DataFrame) -> str:
     """Label-wise management against the hidden clean labels (last epoch), and per-epoch costs."""
-    bm = paper_point(trials)
+    bm = val_selected(trials)
     if bm.empty:
         return "No BalanceMix trials."
     ep = epochs.merge(bm[["trial_id", "setting.noise"]], on="trial_id")
@@ -232,12 +273,15 @@ def report(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> str:
             s.index.name = noise
             lines += [markdown_table(s.round(1)), ""]
     lines += ["## BalanceMix against the baselines (Tables 1-3 shape), last-epoch test mAP x100", "",
+              "BalanceMix's (δ, α), chosen on validation:", *chosen_lines(done), "",
               comparison_table(done), ""]
     lines += significance_lines(done) + [""]
     grp = group_figure(done, out)
     if grp is not None:
         lines += [f"![mAP by class group]({grp.name})", ""]
+    lines += ["## Memorisation: test mAP at the best-validation epoch and at the last epoch (x100)", "",
+              memorisation_table(done), ""]
     lines += ["## Component ablation (Table 5), last-epoch test mAP x100", "", ablation_table(done), ""]
-    lines += ["## Label-wise management vs hidden clean labels, and per-epoch cost (paper δ, α)", "",
+    lines += ["## Label-wise management vs hidden clean labels, and per-epoch cost (val-selected δ, α)", "",
               management_table(done, epochs), ""]
     return "\n".join(lines)

@@ -23,13 +23,49 @@ def test_study_grid_matches_paper_tables():
     study = get_study(NAME)
     cfgs = expand(study, seeds=[0])
     bm = [c for c in cfgs if c["label"] == "balancemix"]
-    assert {c["hp.delta"] for c in bm} == {0.9, 0.95, 0.975, 1.0} and {c["hp.alpha"] for c in bm} == {1, 2, 4, 8}
+    # Table 7's δ sweep at α = 4 and Table 8's α sweep at δ = 0.975, per noise type, no duplicate
+    points = [(c["setting.noise"], c["hp.delta"], c["hp.alpha"]) for c in bm]
+    assert len(points) == len(set(points)) == 2 * 7
+    assert {(d, a) for _, d, a in points} == {(0.9, 4), (0.95, 4), (0.975, 4), (1.0, 4), (0.975, 1), (0.975, 2),
+                                              (0.975, 8)}
     assert {c["setting.noise"] for c in bm} == {"mislabel", "flip"}
     sp = [c for c in cfgs if c["label"] == "balancemix-single-positive"]
-    assert {c["hp.delta"] for c in sp} == {0.55, 0.6, 0.7, 0.9} and {c["setting.noise"] for c in sp} == {"missing"}
-    for base in ("bce", "bce-mixup", "asl"):
+    assert {(c["hp.delta"], c["hp.alpha"]) for c in sp} == {(0.55, 4), (0.6, 4), (0.7, 4), (0.9, 4), (0.55, 1),
+                                                            (0.55, 2), (0.55, 8)}
+    assert {c["setting.noise"] for c in sp} == {"missing"}
+    for base in ("bce", "bce-mixup", "asl", "coteaching", "t-estimator", "ll-r", "ll-ct"):
         assert {c["setting.noise"] for c in cfgs if c["method"] == base} == {"mislabel", "flip", "missing"}
-    assert all(c["train.monitor"] == "val_map" for c in cfgs)
+    assert all(c["train.monitor"] == "val_map" and c["train.epochs"] == 60 for c in cfgs)
+    from weaklab.config import parse_trial
+
+    assert all(parse_trial(c).hparams.randaug for c in cfgs)  # paper 004: RandAugment for every method
+    cot = next(c for c in cfgs if c["method"] == "coteaching")
+    assert (cot["hp.peer_optimizer"], cot["hp.peer_lr"]) == (cfgs[0]["train.optimizer"], cfgs[0]["train.lr"])
+    assert next(c for c in cfgs if c["method"] == "ll-r")["hp.delta_rel"] == pytest.approx(0.1 * 20 / 60, abs=1e-6)
+    assert study.select_then_seeds and study.seeds >= 3
+
+
+def test_select_phase_chooses_one_point_per_noise_among_both_sweeps():
+    """The runner's choice (``_chosen_configs``) keeps exactly one (δ, α) per noise type and
+    label, all seeds, whichever sweep it comes from."""
+    import pandas as pd
+
+    from weaklab.tune.runner import _chosen_configs
+
+    study = get_study(NAME)
+    cfgs = expand(study)
+    select = pd.DataFrame([{**c, "phase": "select", "status": "completed", "final.val_map": 0.5}
+                           for c in cfgs if c["seed"] == 0])
+    best = {"flip": (0.975, 2.0), "mislabel": (0.95, 4.0), "missing": (0.55, 8.0)}
+    for noise, (d, a) in best.items():
+        hit = (select["setting.noise"] == noise) & (select["hp.delta"] == d) & (select["hp.alpha"] == a) \
+            & select["label"].str.startswith("balancemix")
+        select.loc[hit, "final.val_map"] = 0.9
+    final = _chosen_configs(study, cfgs, select)
+    chosen = {(c["setting.noise"], c["hp.delta"], c["hp.alpha"], c["seed"]) for c in final
+              if c["label"].startswith("balancemix")}
+    assert chosen == {(n, d, a, s) for n, (d, a) in best.items() for s in range(study.seeds)}
+    assert sum(c["method"] == "ll-ct" for c in final) == 3 * study.seeds
 
 
 @pytest.mark.parametrize("sets, fragment", [
@@ -86,14 +122,16 @@ def test_smoke_study_through_ray_to_report(tmp_path, ray_local):
 
     d = run_study(NAME, smoke=True, results=str(tmp_path / "results"), verbose=False)
     trials, epochs = load_study(d)
-    assert len(trials) == 4, trials[["label", "status", "error"]]
+    assert len(trials) == 8, trials[["label", "status", "error"]]
     assert (trials["status"] == "completed").all(), trials["error"].tolist()
-    assert set(trials["label"]) == {"balancemix", "balancemix-single-positive", "bce", "asl"}
+    assert set(trials["label"]) == {"balancemix", "balancemix-single-positive", "bce", "asl", "coteaching",
+                                    "t-estimator", "ll-r", "ll-ct"}
     assert trials["final.test_map"].between(0.01, 1).all()
     assert (epochs.groupby("trial_id").size() == 2).all()
     bm = trials[trials["method"] == "balancemix"]
     assert bm["final.gmm_s"].notna().all() and bm["final.diag_clean_precision"].between(0, 1).all()
     md = report(trials, epochs, tmp_path)
-    assert "δ x α" in md and "Table 5" in md and "clean precision" in md
+    assert "δ x α" in md and "Table 5" in md and "clean precision" in md and "Co-teaching" in md
+    assert "Memorisation" in md
     assert (tmp_path / "delta_alpha_heatmap.png").stat().st_size > 0
     assert (tmp_path / "map_by_class_group.png").stat().st_size > 0

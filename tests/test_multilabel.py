@@ -54,6 +54,24 @@ def test_digits_multi_is_multilabel_long_tailed_and_seeded(small_multi):
         build_digits_multi(imbalance_ratio=0.5)
 
 
+def test_digits_multi_cells_has_vocs_imbalances():
+    from weaklab.settings.multilabel_noise import imbalance_ratios
+
+    base, cells = load_dataset("digits-multi"), load_dataset("digits-multi-cells")
+    assert cells.num_classes == 40 and cells.y_train.shape == (3000, 40) and cells.class_names[13] == "3@1"
+    r0, r1 = imbalance_ratios(base.y_train.numpy()), imbalance_ratios(cells.y_train.numpy())
+    # the figures of the module docstring: PN_Imb 3.7 -> 13.4 (VOC ~13), CLS_Imb ~14 for both
+    assert abs(r0["pn_imb"] - 3.7) < 0.1 and abs(r1["pn_imb"] - 13.4) < 0.1
+    assert abs(r0["cls_imb"] - 14.4) < 0.1 and abs(r1["cls_imb"] - 14.1) < 0.1
+    # the same mosaics label by (digit, cell): folding the cells gives the digit set back
+    rebuilt = build_digits_multi(labeling="digit-cell", empty_prob=0.4, imbalance_ratio=12.0)
+    digits = build_digits_multi(labeling="digit", empty_prob=0.4, imbalance_ratio=12.0)
+    assert torch.equal(rebuilt.x_train, digits.x_train)
+    assert torch.equal(rebuilt.y_train.view(-1, 4, 10).amax(1), digits.y_train)
+    with pytest.raises(ConfigError, match="labeling='cell'"):
+        build_digits_multi(labeling="cell")
+
+
 def test_mosaic_labels_match_cells():
     rng = np.random.default_rng(0)
     imgs = np.stack([np.full((2, 2), k + 1.0) for k in range(3)])  # class k's image is filled with k+1
@@ -143,6 +161,8 @@ def test_single_label_dataset_is_rejected():
 @pytest.mark.parametrize("values, fragment", [
     ({"delta": 0.5}, "hp.delta=0.5"), ({"delta": 1.01}, "hp.delta=1.01"), ({"alpha": 0.0}, "hp.alpha=0.0"),
     ({"alpha": -1}, "hp.alpha=-1"), ({"clean": False}, "hp.relabel=True"),
+    ({"positives": "given"}, "hp.positives='given'"), ({"ra_ops": 15}, "hp.ra_ops=15"),
+    ({"ra_magnitude": 31}, "hp.ra_magnitude=31"), ({"randaug": "yes"}, "hp.randaug='yes'"),
 ])
 def test_bad_hparams_are_one_line_errors(values, fragment):
     with pytest.raises(ConfigError) as e:
@@ -260,7 +280,9 @@ def test_map_matches_sklearn():
 
 @pytest.mark.parametrize("method, hp", [
     ("balancemix", {"warmup": 1}), ("balancemix", {"warmup": 0, "minority": False, "ambiguous": False}),
-    ("bce", {}), ("bce-mixup", {}), ("asl", {"mixup": False}),
+    ("bce", {}), ("bce-mixup", {"randaug": False}), ("asl", {"mixup": False}),
+    ("coteaching", {"warmup": 1}), ("t-estimator", {"warmup": 1}), ("ll-r", {"delta_rel": 10.0}),
+    ("ll-ct", {"delta_rel": 10.0, "mixup": False}),
 ])
 def test_methods_train_two_epochs(small_multi, method, hp):
     from weaklab.config import TrainConfig
@@ -274,6 +296,13 @@ def test_methods_train_two_epochs(small_multi, method, hp):
     assert set(res.history[0]) == set(last)  # one schema per epoch (Parquet infers it from the first row)
     assert 0 < last["test_map"] <= 1 and np.isfinite(last["train_loss"])
     assert {"test_map_many", "test_map_medium", "test_map_few"} <= set(last)
+    if method == "coteaching":
+        assert 0 < last["selected_frac_f"] <= 1 and 0 < last["selected_frac_g"] <= 1
+        assert m.peer is not None and len(m.peer_opt.state) > 0  # the peer network was trained too
+    if method == "t-estimator":
+        assert (m.rho_plus > m.rho_minus).all() and np.isfinite(last["diag_rho_plus_err"])
+    if method.startswith("ll-"):
+        assert last["ll_rate"] == pytest.approx(hp["delta_rel"] / 100) and last["modified_frac"] > 0
     if method == "balancemix":
         assert last["gmm_s"] >= 0 and 0 <= last["diag_clean_precision"] <= 1
         assert last["clean_frac"] + last["relabel_frac"] + last["ambiguous_frac"] <= 1 + 1e-6

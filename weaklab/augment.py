@@ -1,4 +1,5 @@
-"""Batched, on-device image augmentation: weak (crop + flip), strong (RandAugment-style), mixup.
+"""Batched, on-device image augmentation: weak (crop + flip), strong (RandAugment-style),
+RandAugment with per-image draws, mixup.
 
 Every function takes a float ``(B, C, H, W)`` batch in [0, 1] on any device and draws
 *per-sample* random parameters with torch's generator (seeded per trial by the engine),
@@ -118,3 +119,107 @@ def mixup(x: Tensor, targets: Tensor, *, alpha: float, rng: np.random.Generator)
     lam = float(rng.beta(alpha, alpha))
     perm = torch.randperm(x.shape[0], device=x.device)
     return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm], lam
+
+
+# -- RandAugment (Cubuk et al. 2020) with per-image draws, applied per op group -------------
+
+#: torchvision's RandAugment search space (``transforms.v2.RandAugment``, 31 magnitude bins):
+#: op -> (magnitude at the top bin, whether the op takes a random sign)
+RA_SPACE = {
+    "identity": (0.0, False), "shear_x": (0.3, True), "shear_y": (0.3, True),
+    "translate_x": (150.0 / 331.0, True), "translate_y": (150.0 / 331.0, True), "rotate": (30.0, True),
+    "brightness": (0.9, True), "color": (0.9, True), "contrast": (0.9, True), "sharpness": (0.9, True),
+    "posterize": (4.0, False), "solarize": (1.0, False), "autocontrast": (0.0, False), "equalize": (0.0, False),
+}
+RA_OPS = tuple(RA_SPACE)
+RA_BINS = 31
+
+
+def _ra_apply(op: str, x: Tensor, v: float) -> Tensor:
+    """One RandAugment op with signed magnitude ``v`` on a uint8 batch (same parameters for
+    every image of ``x``: the caller passes the group of images that drew this op and sign)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    H, W = x.shape[-2:]
+    if op == "shear_x":
+        return TF.affine(x, angle=0.0, translate=[0, 0], scale=1.0, shear=[math.degrees(math.atan(v)), 0.0],
+                         center=[0, 0])
+    if op == "shear_y":
+        return TF.affine(x, angle=0.0, translate=[0, 0], scale=1.0, shear=[0.0, math.degrees(math.atan(v))],
+                         center=[0, 0])
+    if op == "translate_x":
+        return TF.affine(x, angle=0.0, translate=[int(v * W), 0], scale=1.0, shear=[0.0, 0.0])
+    if op == "translate_y":
+        return TF.affine(x, angle=0.0, translate=[0, int(v * H)], scale=1.0, shear=[0.0, 0.0])
+    if op == "rotate":
+        return TF.rotate(x, angle=v)
+    if op == "brightness":
+        return TF.adjust_brightness(x, 1.0 + v)
+    if op == "color":
+        return TF.adjust_saturation(x, 1.0 + v)
+    if op == "contrast":
+        return TF.adjust_contrast(x, 1.0 + v)
+    if op == "sharpness":
+        return TF.adjust_sharpness(x, 1.0 + v)
+    if op == "posterize":
+        return TF.posterize(x, int(v))
+    if op == "solarize":
+        return TF.solarize(x, v * 255.0)
+    if op == "autocontrast":
+        return TF.autocontrast(x)
+    if op == "equalize":
+        return TF.equalize(x)
+    return x
+
+
+def ra_magnitude(op: str, magnitude: int, num_bins: int = RA_BINS) -> float:
+    """The unsigned value of ``op`` at bin ``magnitude`` of torchvision's RandAugment space."""
+    top, _ = RA_SPACE[op]
+    if op == "posterize":  # bits: 8 at bin 0 down to 4 at the top bin
+        return float(round(8 - magnitude / ((num_bins - 1) / 4)))
+    if op == "solarize":  # threshold fraction: 1.0 at bin 0 down to 0.0 at the top bin
+        return float(torch.linspace(1.0, 0.0, num_bins)[magnitude])
+    # torchvision's float32 linspace, so that the values (and images) match it exactly
+    return float(torch.linspace(0.0, top, num_bins)[magnitude])
+
+
+def randaugment(x: Tensor, *, num_ops: int = 2, magnitude: int = 9, generator: torch.Generator | None = None) -> Tensor:
+    """RandAugment (Cubuk et al. 2020, torchvision's op space and magnitudes) with an op and
+    a sign drawn **per image** in each of the ``num_ops`` rounds; every distinct (op, sign)
+    is then applied once to the group of images that drew it, so a batch costs at most
+    ~2 x 14 op calls per round whatever its size. ``x``: uint8, or float in [0, 1] (returned
+    as float in [0, 1], quantised to 8 bits as RandAugment works on uint8 images).
+
+    ``transforms.v2.RandAugment`` on a batch tensor draws one op for the whole batch;
+    calling it per image costs ~0.2 ms an image, and per chunk of 32 images shares the draw
+    within a chunk (benchmarks/RESULTS.md, "RandAugment")."""
+    is_u8 = x.dtype == torch.uint8
+    out = x.clone() if is_u8 else (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    n = out.shape[0]
+    signed = torch.tensor([RA_SPACE[o][1] for o in RA_OPS], device=out.device)
+    for _ in range(num_ops):
+        op = torch.randint(len(RA_OPS), (n,), generator=generator, device=out.device)
+        neg = torch.randint(2, (n,), generator=generator, device=out.device).bool() & signed[op]
+        key = op * 2 + neg.long()
+        order = torch.argsort(key, stable=True)
+        keys, counts = torch.unique_consecutive(key[order], return_counts=True)
+        for k, group in zip(keys.tolist(), order.split(counts.tolist())):
+            name = RA_OPS[k // 2]
+            if name == "identity":
+                continue
+            v = ra_magnitude(name, magnitude) * (-1.0 if k % 2 else 1.0)
+            out[group] = _ra_apply(name, out[group], v)
+    return out if is_u8 else out.float().div_(255.0)
+
+
+def randaugment_chunked(x: Tensor, *, num_ops: int = 2, magnitude: int = 9, chunk: int = 32) -> Tensor:
+    """The former scheme, kept for ``benchmarks/bench_randaugment.py``: torchvision's
+    ``v2.RandAugment`` called once per chunk of ``chunk`` images (one draw per chunk)."""
+    from torchvision.transforms import v2
+
+    ra = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
+    u8 = x if x.dtype == torch.uint8 else (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    aug = torch.empty_like(u8)
+    for sl in torch.arange(len(u8), device=u8.device).split(chunk):
+        aug[sl] = ra(u8[sl])
+    return aug if x.dtype == torch.uint8 else aug.float().div_(255.0)

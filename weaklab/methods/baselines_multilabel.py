@@ -10,6 +10,9 @@
       loss = - sum_k [ y_k L+ + (1 - y_k) L- ].
   Paper 004 applies Mixup to every compared method except Default, so ``mixup`` is on by
   default (``hp.mixup=False`` gives the plain loss).
+
+Every method trains on RandAugment'ed inputs (``hp.randaug``, default on), as paper 004
+applies RandAugment to all methods including Default (``MultilabelMethod.train_x``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from torch.nn import functional as F
 
 from weaklab.data.multilabel import as_float
 from weaklab.methods import register_method
-from weaklab.methods.balancemix import MultilabelMethod, mix, mix_lambda, weighted_bce
+from weaklab.methods.balancemix import AugmentHparams, MultilabelMethod, mix, mix_lambda, weighted_bce
 from weaklab.registry import check
 
 Tensor = torch.Tensor
@@ -40,12 +43,15 @@ def asymmetric_loss(*, logits: Tensor, target: Tensor, gamma_pos: float, gamma_n
     return -(y * l_pos + (1 - y) * l_neg).sum(1).mean()
 
 
-def random_mix(method, data, idx: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
-    """Mixup of the batch with a random partner batch (eq. 5's λ, uniform second sampler)."""
-    j = idx[torch.randperm(len(idx), device=idx.device)]
-    lam = torch.from_numpy(mix_lambda(alpha=alpha, size=len(idx), rng=method.rng)).to(data.x.device)
-    Y = data.weak["Y"]
-    return mix(as_float(data.x[idx]), as_float(data.x[j]), lam), mix(Y[idx], Y[j], lam)
+def random_mix(method, data, idx: Tensor, alpha: float, Y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Mixup of the batch with a random partner batch (eq. 5's λ, uniform second sampler) on
+    the method's training inputs (``train_x``: RandAugment'ed when ``hp.randaug``);
+    ``Y`` defaults to the given labels."""
+    x = method.train_x(data, idx)
+    perm = torch.randperm(len(idx), device=idx.device)
+    lam = torch.from_numpy(mix_lambda(alpha=alpha, size=len(idx), rng=method.rng)).to(x.device)
+    Y = data.weak["Y"][idx] if Y is None else Y
+    return mix(x, x[perm], lam), mix(Y, Y[perm], lam)
 
 
 @register_method
@@ -55,15 +61,16 @@ class BCE(MultilabelMethod):
     name = "bce"
 
     def loss(self, model, data, idx, epoch):
-        return weighted_bce(logits=model(as_float(data.x[idx])), target=data.weak["Y"][idx])
+        return weighted_bce(logits=model(self.train_x(data, idx)), target=data.weak["Y"][idx])
 
 
 @dataclass(frozen=True)
-class MixupHparams:
+class MixupHparams(AugmentHparams):
     alpha: float = 4.0
     """Beta(α, α) of the mixing coefficient (paper 004 uses α = 4 for its mixing)"""
 
     def __post_init__(self):
+        super().__post_init__()
         check(isinstance(self.alpha, (int, float)) and self.alpha > 0, "hp.alpha", self.alpha, "a Beta parameter > 0")
 
 
@@ -80,7 +87,7 @@ class BCEMixup(MultilabelMethod):
 
 
 @dataclass(frozen=True)
-class ASLHparams:
+class ASLHparams(AugmentHparams):
     gamma_pos: float = 0.0
     """γ+, focusing of positive labels (paper 004 App. D: 0)"""
     gamma_neg: float = 4.0
@@ -93,6 +100,8 @@ class ASLHparams:
     """Beta(α, α) of the Mixup coefficient"""
 
     def __post_init__(self):
+        super().__post_init__()
+        check(isinstance(self.mixup, bool), "hp.mixup", self.mixup, "True or False")
         check(self.gamma_pos >= 0, "hp.gamma_pos", self.gamma_pos, "a focusing parameter >= 0")
         check(self.gamma_neg >= 0, "hp.gamma_neg", self.gamma_neg, "a focusing parameter >= 0")
         check(0 <= self.m < 1, "hp.m", self.m, "a probability margin in [0, 1)")
@@ -110,6 +119,6 @@ class ASL(MultilabelMethod):
         if self.hp.mixup:
             x, y = random_mix(self, data, idx, self.hp.alpha)
         else:
-            x, y = as_float(data.x[idx]), data.weak["Y"][idx]
+            x, y = self.train_x(data, idx), data.weak["Y"][idx]
         return asymmetric_loss(logits=model(x), target=y, gamma_pos=self.hp.gamma_pos,
                                gamma_neg=self.hp.gamma_neg, m=self.hp.m)
