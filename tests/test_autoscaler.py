@@ -1,7 +1,7 @@
 """cluster.yaml's autoscaling decisions, made by Ray's real autoscaler on its fake provider.
 
 One twin of cluster.yaml (``weaklab.tune.fake_cluster``: same node types, Ray's fake
-multi-node provider, worker counts x 1/4, a 6 s idle timeout) runs for the module:
+multi-node provider, worker counts x 1/4, a 15 s idle timeout) runs for the module:
 ``RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config=TWIN`` in a temporary folder of
 its own, stopped (every process it started, nothing else) by the fixture's finalizer.
 On it: a 4-trial study at ``--gpus-per-trial 0.25`` makes the autoscaler start one

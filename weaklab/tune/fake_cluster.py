@@ -9,7 +9,7 @@ everything else, except
   type's resources, GPUs included (the engine then trains on the CPU: there is no GPU),
   through :class:`SpotFakeProvider`, which adds what a cloud does on a spot reclaim;
 - the scaling in :data:`SCALE` (:class:`Scale`): worker counts x 1/4 and an idle timeout of
-  6 s instead of 10 min, so a 2-core machine can hold the nodes and see them stop;
+  15 s instead of 10 min, so a 2-core machine can hold the nodes and see them stop;
 - ``file_mounts``: a fake node shares this machine's files, nothing is copied;
 - the head type's name: ``ray.head.default``, the name the fake provider gives its head.
 
@@ -87,8 +87,8 @@ class Scale:
     """``max_workers`` and ``min_workers`` (of the cluster and of each node type) times
     this, rounded up (so 0 stays 0 and 1 stays 1): each fake node is a raylet and two
     agent processes on this machine. cluster.yaml's 8 / gpu1 8 / gpu4 2 become 2 / 2 / 1."""
-    idle_timeout_minutes: float = 0.1
-    """replaces ``idle_timeout_minutes`` (10 in cluster.yaml: x 1/100), so an idle worker
+    idle_timeout_minutes: float = 0.25
+    """replaces ``idle_timeout_minutes`` (10 in cluster.yaml: x 1/40; 6 s let a loaded machine see a node idle between a study's placement and its actors), so an idle worker
     stops within seconds of the study's end"""
     object_store_bytes: int = 100 * 2**20
     """object store of each fake worker node (on AWS: Ray's default, 30 % of the
