@@ -88,8 +88,9 @@ class Scale:
     this, rounded up (so 0 stays 0 and 1 stays 1): each fake node is a raylet and two
     agent processes on this machine. cluster.yaml's 8 / gpu1 8 / gpu4 2 become 2 / 2 / 1."""
     idle_timeout_minutes: float = 0.25
-    """replaces ``idle_timeout_minutes`` (10 in cluster.yaml: x 1/40; 6 s let a loaded machine see a node idle between a study's placement and its actors), so an idle worker
-    stops within seconds of the study's end"""
+    """replaces ``idle_timeout_minutes`` (10 in cluster.yaml: x 1/40), so an idle worker
+    stops within seconds of the study's end; 6 s raced a loaded machine's trial placement
+    (the node looked idle before the study's actors reached it)"""
     object_store_bytes: int = 100 * 2**20
     """object store of each fake worker node (on AWS: Ray's default, 30 % of the
     instance's memory); studies pass only small objects"""
