@@ -7,6 +7,12 @@ import torch
 # oversubscribing the cores.
 torch.set_num_threads(1)
 
+# Ray's token authentication is process-wide state: once a local ray.init in this process
+# has turned it on, a later driver connecting to the fake autoscaler cluster (started with
+# auth disabled, tests/test_autoscaler.py) has its actors' creation cancelled. Every Ray
+# instance the tests start, local or fake, runs without it (all on this machine).
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
