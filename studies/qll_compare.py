@@ -19,9 +19,10 @@ This is long enough that CE memorises the quantized labels (its training loss re
 ~0.004 by epoch 100 and its test accuracy falls after its early peak), the failure the
 paper's risk exists to avoid; the earlier 20-epoch recipe (lr x0.1 at 10) stopped CE
 before it overfit and trapped CPU at lr 0.3 (its bounded SJS loss saturates), which
-reversed the headline. The learning rate is not searched (Table IV's, as the paper), and
-the beta/pi1 grid is every other value of the paper's, so that the study (60 select + 70
-final + 20 sensitivity trials of ~7 CPU-s) fits 20 minutes on 2 cores. Sensitivity arms
+reversed the headline. The learning rate is Table IV's (as the paper), and
+the beta/pi1 grid is every other value of the paper's, so that the study (72 select + 70
+final + 20 sensitivity trials of ~7 CPU-s) fits 20 minutes on 2 cores; only GCE's rate is
+searched (see ``digits_arms``). Sensitivity arms
 (CE and CPU, 5 seeds): PatchMix with ``setting.layout='rect'`` (m contiguous rectangles
 around a central cut, the common PatchMix/CutMix layout) and Mixup with r = 100
 (lambda on a 0.01 grid instead of 0.1).
@@ -75,8 +76,17 @@ def sensitivity_arms() -> tuple[Arm, ...]:
 
 def digits_arms() -> tuple[Arm, ...]:
     """Table IV's CIFAR-10Q values on digits, the halved grid, GCE pruning from epoch 67 every 17
-    (its paper's 40-of-120 and every 10, scaled to 200 epochs), and the sensitivity arms."""
-    return (*paper_arms("cifar10", grid=DIGITS_GRID, prune=(67, 17)), *sensitivity_arms())
+    (its paper's 40-of-120 and every 10, scaled to 200 epochs), and the sensitivity arms.
+
+    GCE's learning rate is searched over {0.01 (Table IV), 0.1}: at 0.01 the digits MLP is
+    at 28 % test accuracy by epoch 25 and the first pruning (weights 0 for p < k) then
+    removes nearly every sample (training loss 0.0, test 38 % in a pilot), a baseline
+    broken by a rate tuned for ResNet-18 rather than beaten.
+    """
+    arms = list(paper_arms("cifar10", grid=DIGITS_GRID, prune=(67, 17)))
+    i = next(i for i, a in enumerate(arms) if a.method == "gce")
+    arms[i] = Arm("gce", grid={"train.lr": (0.01, 0.1)}, fixed={k: v for k, v in arms[i].fixed.items() if k != "train.lr"})
+    return (*arms, *sensitivity_arms())
 
 
 #: paper 000 Table I on CIFAR-10Q, CPU minus each baseline on the mean of Mixup m=2 and PatchMix m=4

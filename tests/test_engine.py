@@ -15,7 +15,7 @@ def _cfg(method="heteroscedastic", **over):
     return cfg
 
 
-TIMING = ("epoch_s", "method_s", "train_s", "samples_per_s")
+TIMING = ("epoch_s", "epoch_cpu_s", "method_s", "train_s", "samples_per_s")
 
 
 def _strip(history):

@@ -1,6 +1,8 @@
 """One training function for every method; it knows nothing of Ray.
 
-``train`` owns the loop: seeds, optimizer, schedule, epochs, evaluation of every split
+``train`` owns the loop (each history row times its epoch in wall seconds, ``epoch_s``,
+and in this process's CPU seconds, ``epoch_cpu_s``, which load on a shared machine does
+not inflate): seeds, optimizer, schedule, epochs, evaluation of every split
 each epoch, early stopping on a validation metric (the best epoch's metrics are the
 ones reported as ``best_*``, as paper 002 uses its best validation checkpoint for test),
 checkpoint save/restore, bf16 autocast on GPU. The method owns the loss and its
@@ -161,7 +163,7 @@ def train(*, data: WeakData, method: Method, config: TrainConfig, seed: int, on_
         os.replace(tmp, os.path.join(directory, CHECKPOINT_FILE))
 
     for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.train()
         loss_sum = torch.zeros((), device=device)
         steps = 0
@@ -217,7 +219,7 @@ def train(*, data: WeakData, method: Method, config: TrainConfig, seed: int, on_
                 metrics.update({f"{s}_{k}": math.nan for s in others for k in _metric_names(metrics)})
         _sync(device)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"],
-               "epoch_s": time.perf_counter() - t0, "train_s": train_s,
+               "epoch_s": time.perf_counter() - t0, "epoch_cpu_s": time.process_time() - c0, "train_s": train_s,
                "method_s": method_s, "samples_per_s": data.n / max(train_s, 1e-9), **extra, **metrics}
         best_row = next((h for h in history if h["epoch"] == best_epoch), row)
         row.update({f"best_{k}": best_row[k] for k in best_row if k.startswith("val_")})
