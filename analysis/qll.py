@@ -126,11 +126,36 @@ def report_cpu_prior(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> s
 
 # -- qll-compare ----------------------------------------------------------------------------------
 
-def final_phase(trials: pd.DataFrame) -> pd.DataFrame:
+def final_phase(trials: pd.DataFrame, main: bool = True) -> pd.DataFrame:
+    """Completed final-phase rows; ``main``: only the Table I arms (label = method), not the
+    sensitivity arms (labels such as 'cpu rect', 'ce r=100')."""
     t = completed(trials)
     if "phase" in t and (t["phase"] == "final").any():
         t = t[t["phase"] == "final"]
+    if main and "label" in t:
+        t = t[t["label"] == t["method"]]
     return t
+
+
+def sensitivity(trials: pd.DataFrame) -> pd.DataFrame:
+    """The sensitivity arms (another PatchMix layout, another Mixup r): CE and CPU side by side,
+    test accuracy (%) at the best-validation epoch and CPU - CE paired by seed."""
+    t = final_phase(trials, main=False)
+    t = t[t["label"] != t["method"]]
+    rows = {}
+    for variant, g in t.groupby(t["label"].str.split(" ", n=1).str[1]):
+        a = g[g["method"] == "cpu"].set_index("seed")[ACC]
+        b = g[g["method"] == "ce"].set_index("seed")[ACC]
+        seeds = sorted(set(a.index) & set(b.index))
+        mix = g["setting.mix"].iloc[0]
+        row = {"setting": f"{MIX_NAME.get(mix, mix)} m={int(g['setting.m'].iloc[0])}, {variant}",
+               "CE": _pct(b), "CPU": _pct(a)}
+        if seeds:
+            d = 100 * (a[seeds].to_numpy() - b[seeds].to_numpy())
+            row.update({"CPU − CE (pts)": f"{d.mean():+.2f}", "paired t-test p": paired_ttest(a[seeds], b[seeds]),
+                        "seeds": len(seeds)})
+        rows[variant] = row
+    return pd.DataFrame(rows).T
 
 
 def table_1(trials: pd.DataFrame, metric: str = ACC) -> pd.DataFrame:
@@ -293,6 +318,10 @@ def report_qll_compare(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) ->
              "### Hyperparameters chosen on the validation split", "", markdown_table(chosen_hparams(trials)), "",
              "### Three numbers per run: best-validation epoch, best over epochs, final epoch", "",
              markdown_table(three_numbers(trials)), ""]
+    sens = sensitivity(trials)
+    if len(sens):
+        lines += ["### Sensitivity: PatchMix layout and Mixup r (test accuracy % at the best-validation epoch)", "",
+                  markdown_table(sens), ""]
     curves = learning_curves(trials, epochs)
     fig_o = figure_overfit(curves, out)
     if fig_o is not None:

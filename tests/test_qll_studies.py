@@ -146,3 +146,30 @@ def test_bad_select_seeds_and_layout_fail_before_ray():
     with pytest.raises(ConfigError, match=r"setting.layout='ring' ") as e:
         prepare("qll-compare", smoke=True, sets=["setting.layout=ring"])
     assert "\n" not in str(e.value)
+
+
+def test_qll_report_shows_three_numbers_overfit_curves_and_sensitivity(tmp_path):
+    import pandas as pd
+
+    from analysis.qll import report_qll_compare
+
+    trials, epochs = [], []
+    for label, method, mix in (("ce", "ce", "patchmix"), ("cpu", "cpu", "patchmix"), ("ce rect", "ce", "patchmix"),
+                               ("cpu rect", "cpu", "patchmix")):
+        for seed in range(3):
+            tid = f"{label}-{seed}"
+            base = 0.80 if method == "ce" else 0.85
+            curve = [base - 0.1 * (method == "ce") * (e > 5) + 0.01 * seed for e in range(1, 11)]
+            trials.append({"trial_id": tid, "label": label, "method": method, "seed": seed, "status": "completed",
+                           "phase": "final", "dataset": "digits", "setting.mix": mix, "setting.m": 4,
+                           "best.test_acc": curve[4], "final.test_acc": curve[-1], "train.lr": 0.1})
+            epochs += [{"trial_id": tid, "epoch": e, "test_acc": a, "train_loss": 1.0 / e ** (2 if method == "ce" else 0.5)}
+                       for e, a in enumerate(curve, 1)]
+    text = report_qll_compare(pd.DataFrame(trials), pd.DataFrame(epochs), tmp_path)
+    assert "best over epochs (paper)" in text and "final epoch" in text
+    assert "Does CE overfit" in text and (tmp_path / "ce_overfit_curves.png").stat().st_size > 5000
+    assert "Sensitivity" in text and "rect" in text
+    # Table I keeps the sensitivity arms out of the ce/cpu rows: 3 seeds each, not 6
+    table = text.split("### CPU against CE")[0]
+    assert "| 3 |" in text.split("### CPU against CE, paired by seed")[1].split("###")[0]
+    assert "rect" not in table
