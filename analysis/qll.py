@@ -125,11 +125,36 @@ def report_cpu_prior(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> s
 
 # -- qll-compare ----------------------------------------------------------------------------------
 
-def final_phase(trials: pd.DataFrame) -> pd.DataFrame:
+def final_phase(trials: pd.DataFrame, main: bool = True) -> pd.DataFrame:
+    """Completed final-phase rows; ``main``: only the Table I arms (label = method), not the
+    sensitivity arms (labels such as 'cpu rect', 'ce r=100')."""
     t = completed(trials)
     if "phase" in t and (t["phase"] == "final").any():
         t = t[t["phase"] == "final"]
+    if main and "label" in t:
+        t = t[t["label"] == t["method"]]
     return t
+
+
+def sensitivity(trials: pd.DataFrame) -> pd.DataFrame:
+    """The sensitivity arms (another PatchMix layout, another Mixup r): CE and CPU side by side,
+    test accuracy (%) at the best-validation epoch and CPU - CE paired by seed."""
+    t = final_phase(trials, main=False)
+    t = t[t["label"] != t["method"]]
+    rows = {}
+    for variant, g in t.groupby(t["label"].str.split(" ", n=1).str[1]):
+        a = g[g["method"] == "cpu"].set_index("seed")[ACC]
+        b = g[g["method"] == "ce"].set_index("seed")[ACC]
+        seeds = sorted(set(a.index) & set(b.index))
+        mix = g["setting.mix"].iloc[0]
+        row = {"setting": f"{MIX_NAME.get(mix, mix)} m={int(g['setting.m'].iloc[0])}, {variant}",
+               "CE": _pct(b), "CPU": _pct(a)}
+        if seeds:
+            d = 100 * (a[seeds].to_numpy() - b[seeds].to_numpy())
+            row.update({"CPU − CE (pts)": f"{d.mean():+.2f}", "paired t-test p": paired_ttest(a[seeds], b[seeds]),
+                        "seeds": len(seeds)})
+        rows[variant] = row
+    return pd.DataFrame(rows).T
 
 
 def table_1(trials: pd.DataFrame, metric: str = ACC) -> pd.DataFrame:
@@ -174,7 +199,7 @@ def chosen_hparams(trials: pd.DataFrame) -> pd.DataFrame:
         r = g.iloc[0]
         rows[f"{method} @ {setting_name(ds, mix, m)}"] = ", ".join(
             f"{k.split('.')[1]}={r[k]:g}" for k in keys if isinstance(r[k], (int, float)) and r[k] == r[k])
-    return pd.DataFrame({"chosen on validation (seed 0)": rows})
+    return pd.DataFrame({"chosen on the seed-mean of validation accuracy": rows})
 
 
 def figure_table_1(trials: pd.DataFrame, out: Path, name: str = "table1_accuracy.png") -> Path:
@@ -207,6 +232,75 @@ def chance_level_runs(trials: pd.DataFrame, metric: str = ACC) -> list[str]:
             f"{100 * r[metric]:.1f}%" for _, r in low.iterrows()]
 
 
+FINAL_ACC = "final.test_acc"
+
+
+def three_numbers(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per method and setting, test accuracy (%) three ways, mean ± std over seeds: at the
+    best-validation epoch (the honest number), the best over epochs (the paper's, which
+    picks the epoch on test) and at the last epoch (what overfitting leaves)."""
+    t = final_phase(trials)
+    rows = {}
+    for (method, ds, mix, m), g in t.groupby(["method", "dataset", "setting.mix", "setting.m"]):
+        rows[(method, setting_name(ds, mix, m))] = {
+            "best-val epoch": _pct(g[ACC]), "best over epochs (paper)": _pct(g[MAX_ACC]),
+            "final epoch": _pct(g[FINAL_ACC]) if FINAL_ACC in g else "n/a",
+            "final − best-val (pts)": f"{100 * (g[FINAL_ACC] - g[ACC]).mean():+.2f}" if FINAL_ACC in g else "",
+            "seeds": len(g)}
+    out = pd.DataFrame(rows).T
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return out.sort_index(key=lambda idx: idx.map(lambda v: order.get(v, len(order)) if isinstance(v, str) else v))
+
+
+def learning_curves(trials: pd.DataFrame, epochs: pd.DataFrame, methods=("ce", "cpu")) -> pd.DataFrame:
+    """Mean over seeds of train_loss and test_acc per (method, setting, epoch), final-phase trials."""
+    t = final_phase(trials)
+    t = t[t["method"].isin(methods)]
+    if not len(epochs) or not len(t):
+        return pd.DataFrame()
+    e = epochs[epochs["trial_id"].isin(t["trial_id"])].merge(
+        t[["trial_id", "method", "dataset", "setting.mix", "setting.m"]], on="trial_id")
+    e = e.assign(setting=[setting_name(d, x, m) for d, x, m in zip(e["dataset"], e["setting.mix"], e["setting.m"])])
+    return e.groupby(["method", "setting", "epoch"])[["train_loss", "test_acc"]].mean().reset_index()
+
+
+def figure_overfit(curves: pd.DataFrame, out: Path, name: str = "ce_overfit_curves.png") -> Path | None:
+    """CE's and CPU's training loss and test accuracy against epoch, one column per setting."""
+    if not len(curves):
+        return None
+    settings = sorted(curves["setting"].unique())
+    fig, axes = plt.subplots(2, len(settings), figsize=(4.5 * len(settings), 5.5), squeeze=False)
+    for j, st in enumerate(settings):
+        for meth, g in curves[curves["setting"] == st].groupby("method"):
+            axes[0, j].plot(g["epoch"], g["train_loss"], label=meth)
+            axes[1, j].plot(g["epoch"], 100 * g["test_acc"], label=meth)
+        axes[0, j].set_yscale("log")
+        axes[0, j].set_title(st, fontsize=9)
+        axes[0, j].set_ylabel("training loss (own loss, on quantized labels)", fontsize=7)
+        axes[1, j].set_ylabel("clean test accuracy (%)", fontsize=7)
+        axes[1, j].set_xlabel("epoch")
+        axes[0, j].legend(fontsize=7)
+    fig.suptitle("CE memorises the quantized labels (loss -> 0) and its test accuracy falls; mean over seeds",
+                 fontsize=9)
+    return save_figure(fig, out / name)
+
+
+def overfit_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per method and setting: training loss and test accuracy at quarter points of training."""
+    if not len(curves):
+        return pd.DataFrame()
+    rows = {}
+    for (meth, st), g in curves.groupby(["method", "setting"]):
+        g = g.set_index("epoch")
+        last = int(g.index.max())
+        marks = sorted({max(1, round(last * f)) for f in (0.25, 0.5, 0.75, 1.0)})
+        row = {f"loss@{e}": f"{g.loc[e, 'train_loss']:.3f}" for e in marks}
+        row.update({f"test@{e}": f"{100 * g.loc[e, 'test_acc']:.1f}" for e in marks})
+        row["peak test (epoch)"] = f"{100 * g['test_acc'].max():.1f} ({int(g['test_acc'].idxmax())})"
+        rows[(meth, st)] = row
+    return pd.DataFrame(rows).T
+
+
 @register_report("qll-compare")
 def report_qll_compare(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> str:
     trials = with_max_epoch_acc(trials, epochs)
@@ -220,5 +314,17 @@ def report_qll_compare(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) ->
              + ("; ".join(chance_level_runs(trials)) or "none") + ".", "",
              "### The paper's metric: best test accuracy over epochs (max-epoch)", "",
              markdown_table(table_1(trials, MAX_ACC)), "",
-             "### Hyperparameters chosen on the validation split", "", markdown_table(chosen_hparams(trials)), ""]
+             "### Hyperparameters chosen on the validation split", "", markdown_table(chosen_hparams(trials)), "",
+             "### Three numbers per run: best-validation epoch, best over epochs, final epoch", "",
+             markdown_table(three_numbers(trials)), ""]
+    sens = sensitivity(trials)
+    if len(sens):
+        lines += ["### Sensitivity: PatchMix layout and Mixup r (test accuracy % at the best-validation epoch)", "",
+                  markdown_table(sens), ""]
+    curves = learning_curves(trials, epochs)
+    fig_o = figure_overfit(curves, out)
+    if fig_o is not None:
+        lines += ["### Does CE overfit the quantized labels?", "",
+                  "Training loss (each method's own loss on the quantized labels) and clean test accuracy, "
+                  "mean over seeds:", "", markdown_table(overfit_table(curves)), "", f"![CE overfits]({fig_o.name})", ""]
     return "\n".join(lines)

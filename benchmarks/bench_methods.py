@@ -2,6 +2,7 @@
 
     python benchmarks/bench_methods.py                     # every registered method, 3 epochs each
     python benchmarks/bench_methods.py --methods plot,balancemix --epochs 4
+    python benchmarks/bench_methods.py --methods dllp --set hp.track_ot_every=1   # override config keys
 
 For every method in ``weaklab.methods.METHODS``, its config is the first study (in
 registry order) whose ``--smoke`` run uses it (else the first whose full run does), with
@@ -26,6 +27,7 @@ Torch only: Ray is never imported (asserted at the end).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -42,7 +44,7 @@ from weaklab.engine import build_trial, train  # noqa: E402
 from weaklab.methods import METHODS  # noqa: E402
 from weaklab.models import build_model  # noqa: E402
 
-STANDARD_S = {"epoch_s", "train_s", "method_s", "wall_s", "samples_per_s"}
+STANDARD_S = {"epoch_s", "epoch_cpu_s", "train_s", "method_s", "wall_s", "samples_per_s"}
 
 
 def method_configs() -> dict[str, tuple[str, dict]]:
@@ -97,14 +99,17 @@ def step_extra(method, weak, t, epoch: int, steps: int) -> tuple[float, float, f
     return statistics.median(ratios), statistics.median(tm), statistics.median(tc)
 
 
-def bench(name: str, study: str, cfg: dict, epochs: int, steps: int) -> dict:
-    cfg = {**cfg, "train.epochs": epochs, "train.patience": 0, "train.device": "cpu"}
+def bench(name: str, study: str, cfg: dict, epochs: int, steps: int, sets: dict | None = None) -> dict:
+    hp_fields = {f"hp.{f.name}" for f in dataclasses.fields(METHODS.get(cfg["method"]).Hparams)}
+    sets = {k: v for k, v in (sets or {}).items() if not k.startswith("hp.") or k in hp_fields}
+    cfg = {**cfg, **sets, "train.epochs": epochs, "train.patience": 0, "train.device": "cpu"}
     t, weak, method = build_trial(cfg)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     hist = train(data=weak, method=method, config=t.train, seed=0).history
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rows = hist[1:] if len(hist) > 1 else hist
-    mean = lambda k: sum(h.get(k, 0.0) for h in rows) / len(rows)
+    # NaN-aware: a timing a method reports only some epochs (DLLP's every-k OT) averages over those
+    mean = lambda k: (lambda v: sum(v) / len(v) if v else 0.0)([h[k] for h in rows if k in h and h[k] == h[k]])
     timed = sorted({k for h in rows for k in h if k.endswith("_s") and k not in STANDARD_S})
     epoch_s, train_s, method_s = mean("epoch_s"), mean("train_s"), mean("method_s")
     extra, t_m, t_ce = step_extra(method, weak, t, epochs - 1, steps)
@@ -116,7 +121,9 @@ def bench(name: str, study: str, cfg: dict, epochs: int, steps: int) -> dict:
             "timed": " ".join(f"{k}={mean(k):.3g}" for k in timed), "timed_s": sum(mean(k) for k in timed),
             "step_ms": t_m * 1e3, "ce_step_ms": t_ce * 1e3, "step_extra": extra,
             "method_share": method_s / epoch_s, "eval_share": (epoch_s - train_s - method_s) / epoch_s,
-            "extra_share": share, "flag": "*" if share > 0.05 else "", "run_s": wall}
+            "extra_share": share, "flag": "*" if share > 0.05 else "", "run_s": wall,
+            # process CPU seconds per epoch over the whole run: what load on a shared machine does not inflate
+            "run_cpu_s_per_epoch": cpu / len(hist), "sets": " ".join(f"{k}={v}" for k, v in sets.items())}
 
 
 def main() -> None:
@@ -125,7 +132,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="epochs per method (the first is warm-up, left out)")
     ap.add_argument("--steps", type=int, default=24, help="interleaved method/CE step pairs for step_extra")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key for every method that has it (hp.* only where the method has it)")
     args = ap.parse_args()
+    from weaklab.study import parse_sets
+
+    sets = parse_sets(args.set)
     torch.set_num_threads(args.threads)
     configs = method_configs()
     names = args.methods.split(",") if args.methods else METHODS.names()
@@ -137,7 +149,7 @@ def main() -> None:
         study, cfg = configs[name]
         load = os.getloadavg()[0]
         try:
-            row = bench(name, study, cfg, args.epochs, args.steps)
+            row = bench(name, study, cfg, args.epochs, args.steps, sets)
         except Exception as e:  # one broken method must not hide the others' figures
             row = {"method": name, "study": study, "flag": f"error: {type(e).__name__}: {str(e)[:120]}"}
         row["load1"] = load

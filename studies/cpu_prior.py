@@ -5,7 +5,7 @@ Table VI sweeps pi2 around m/c at pi1 = 0.1; both for Mixup m = 2 and PatchMix m
 The paper's point: the accuracy curve is flat in pi1 and barely moves with pi2.
 
 Default dataset digits (a 2-core machine): the MLP at width 0.25 with the paper's SGD
-recipe shortened to 30 epochs. ``--dataset cifar10`` / ``cifar100`` run the paper's
+recipe (200 epochs, lr 0.1 x0.1 at 50 % and 75 %), 5 seeds. ``--dataset cifar10`` / ``cifar100`` run the paper's
 recipe (ResNet-18, SGD momentum 0.9, batch 128, weight decay 1e-4, 200 epochs, lr 0.1 on
 CIFAR-10Q and 0.3 on CIFAR-100Q, Table IV) with Table VI's pi2 values.
 """
@@ -29,12 +29,12 @@ PAPER_TRAIN = {"train.arch": "resnet18", "train.width": 1.0, "train.optimizer": 
                "train.milestones": "0.5,0.75", "train.step_gamma": 0.1, "train.weight_decay": 1e-4,
                "train.monitor": "val_acc"}
 
-#: digits: the MLP (128 units) with the same SGD recipe in 30 epochs; lr 0.3 was picked for CPU
-#: from the paper's grid {0.01, 0.03, 0.1, 0.3, 1} in a pilot (the risk averages c binary losses, so it
-#: wants a larger step than cross-entropy)
-#: (one x0.1 decay at 50%, the recipe the digits numbers in the report of issue #3 were measured with)
-DIGITS_TRAIN = {**PAPER_TRAIN, "train.arch": "mlp", "train.width": 0.25, "train.batch_size": 64,
-                "train.epochs": 30, "train.schedule": "step", "train.step_size": 15, "train.lr": 0.3}
+#: digits: the MLP (128 units) with the paper's schedule shape (200 epochs, lr x0.1 at 50 % and 75 %)
+#: and Table IV's CIFAR-10Q rate (0.1); batch 64 so an epoch is 17 steps. Long enough that CE
+#: memorises the quantized labels (training loss ~0.004 by epoch 100), the regime the paper is
+#: about; the earlier 30-epoch recipe at lr 0.3 stopped before it and let the bounded SJS loss
+#: saturate (mean logit ~ -15) in some seeds
+DIGITS_TRAIN = {**PAPER_TRAIN, "train.arch": "mlp", "train.width": 0.25, "train.batch_size": 64, "train.lr": 0.1}
 
 
 def arms(pi2: dict[str, tuple[float, ...]]) -> tuple[Arm, ...]:
@@ -60,7 +60,7 @@ STUDY = register_study(Study(
     setting="quantized",
     fixed={"setting.r": 10, "setting.grid": 4, **DIGITS_TRAIN},
     arms=arms(PI2["cifar10"]),  # digits has c = 10 classes too, so m/c is CIFAR-10Q's
-    seeds=3,
+    seeds=5,
     metric="best_val_acc",
     mode="max",
     claims=CLAIMS,

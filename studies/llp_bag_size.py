@@ -16,7 +16,10 @@ from __future__ import annotations
 from weaklab.study import Arm, Claim, Study, register_study
 
 BAG_SIZES = (16, 32, 64, 128)  # the paper's
-DIGITS_BAG_SIZES = (*BAG_SIZES, 256)  # digits (1078 training images) still has 5 bags of 256
+#: digits: the paper's bag sizes. 256 (5 bags of digits' 1079 images) is left out: its DLLP
+#: teacher was still climbing at 170 epochs (val 0.40 at 100, 0.51 at 150), so a 170-epoch
+#: stage one would not be converged there (``--set setting.bag_size=256`` still runs it)
+DIGITS_BAG_SIZES = BAG_SIZES
 ABLATION_BAG = 64  # Table 3
 
 #: main-table labels (the analysis groups by them)
@@ -24,10 +27,12 @@ DLLP, PLOT_HARD, PLOT_SOFT = "DLLP", "DLLP + PLOT (hard)", "DLLP + PLOT (soft)"
 
 
 def arms(stage1: int, stage2: int, *, plot_hp: dict | None = None, ablation: bool = True) -> tuple[Arm, ...]:
-    """DLLP alone for ``stage1`` epochs; DLLP then PLOT for ``stage2`` more; the Table 3 switches."""
+    """DLLP alone for ``stage1 + stage2`` epochs (compute-matched: as many epochs as both
+    PLOT stages together, so a gain is PLOT's and not extra training); DLLP for ``stage1``
+    then PLOT for ``stage2``; the Table 3 switches."""
     hp = {"hp.stage1_epochs": stage1, "train.epochs": stage1 + stage2, "hp.mixup": False, "hp.loss": "sce",
           **(plot_hp or {})}
-    out = [Arm("dllp", fixed={"train.epochs": stage1}, label=DLLP),
+    out = [Arm("dllp", fixed={"train.epochs": stage1 + stage2}, label=DLLP),
            Arm("plot", fixed={**hp, "hp.labels": "hard"}, label=PLOT_HARD),
            Arm("plot", fixed={**hp, "hp.labels": "soft"}, label=PLOT_SOFT)]
     if ablation:
@@ -48,6 +53,11 @@ PAPER_TRAIN = {"train.arch": "convlarge", "train.width": 1.0, "train.optimizer":
                "train.adam_beta1": 0.5, "train.schedule": "step", "train.step_size": 100, "train.step_gamma": 0.5,
                "train.batch_size": 128, "train.monitor": "val_acc", "hp.augment": True}
 PAPER_STAGES = (400, 200)
+#: digits: 170 DLLP epochs (the teacher's val accuracy moved < 1 point from 150 to 200 epochs at bag 128,
+#: the slowest of the paper's sizes, in pilots) + 30 of PLOT;
+#: the DLLP arm trains all 200 (compute-matched). With an 80-epoch teacher and an 80-epoch DLLP
+#: arm the reported +8.9 at bag 128 was +3.0 against DLLP trained as long (issue 19)
+DIGITS_STAGES = (170, 30)
 
 #: Table 1 (CIFAR10, 5 runs): DLLP + PLOT minus DLLP at bag sizes 16, 32, 64, 128
 PAPER_GAIN = "+3.3, +6.2, +8.3, +7.9 points at bags 16-128 (CIFAR10, Table 1)"
@@ -68,12 +78,13 @@ STUDY = register_study(Study(
     reproduces="paper 003 Tables 1/2 (accuracy vs bag size) and Table 3 (ablation), Fig. 3 (pseudo-label accuracy)",
     setting="bags",
     grid={"setting.bag_size": DIGITS_BAG_SIZES},
-    # digits: a 2-layer MLP of 128 units; Adam with the paper's beta1; 80 + 30 epochs, so the
-    # 60 trials finish in about ten minutes on 2 cores
+    # digits: a 2-layer MLP of 128 units; Adam with the paper's beta1; DIGITS_STAGES epochs;
+    # the diagnostic OT every 10 epochs and the test split at best/last epochs only (speed)
     fixed={"setting.protocol": "random", "train.arch": "mlp", "train.width": 0.25, "train.lr": 1e-3,
-           "train.adam_beta1": 0.5, "train.batch_size": 128, "train.monitor": "val_acc"},
-    arms=arms(80, 30),
-    seeds=3,
+           "train.adam_beta1": 0.5, "train.batch_size": 128, "train.monitor": "val_acc",
+           "train.eval_splits": "best", "hp.track_ot_every": 10},
+    arms=arms(*DIGITS_STAGES),
+    seeds=5,
     metric="best_val_acc",
     mode="max",
     claims=CLAIMS,

@@ -15,7 +15,7 @@ def _cfg(method="heteroscedastic", **over):
     return cfg
 
 
-TIMING = ("epoch_s", "method_s", "train_s", "samples_per_s")
+TIMING = ("epoch_s", "epoch_cpu_s", "method_s", "train_s", "samples_per_s")
 
 
 def _strip(history):
@@ -118,3 +118,30 @@ def test_a_run_resumed_from_its_early_stopping_checkpoint_stays_stopped(tmp_path
     assert first.stopped_early
     again = run_trial(cfg, restore=str(tmp_path))
     assert again.stopped_early and len(again.history) == len(first.history)
+
+
+def test_eval_splits_best_evaluates_other_splits_only_at_best_and_last_epochs():
+    every = run_trial(_cfg("homoscedastic", **{"train.epochs": 6}))
+    lazy = run_trial(_cfg("homoscedastic", **{"train.epochs": 6, "train.eval_splits": "best"}))
+    best_so_far, keep = -math.inf, set()
+    for h in every.history:
+        if h["val_acc"] > best_so_far:
+            best_so_far, keep = h["val_acc"], keep | {h["epoch"]}
+    keep.add(6)
+    for a, b in zip(every.history, lazy.history):
+        assert a["val_acc"] == b["val_acc"] and a["val_ll"] == b["val_ll"]  # val every epoch, same run
+        for k in ("test_acc", "test_ll", "test_noisy_ll"):
+            if a["epoch"] in keep:
+                assert a[k] == b[k]  # exact at the best-so-far and last epochs
+            else:
+                assert math.isnan(b[k])
+    assert lazy.best_epoch == every.best_epoch and lazy.best["test_noisy_ll"] == every.best["test_noisy_ll"]
+    assert lazy.final["test_acc"] == every.final["test_acc"]
+
+
+def test_eval_splits_bad_value_is_one_line():
+    from weaklab.registry import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.eval_splits='sometimes' .*every or best") as e:
+        run_trial(_cfg(**{"train.eval_splits": "sometimes"}))
+    assert "\n" not in str(e.value)

@@ -200,3 +200,22 @@ def test_two_moons_gives_the_papers_40_bags_of_50():
     w = label_proportion_bags(d, BagParams(bag_size=50), np.random.default_rng(0))
     assert w.weak["proportions"].shape == (40, 2) and w.n == 2000
     assert build_model("mlp3", in_shape=d.input_shape, num_classes=2)(d.x_val).shape == (500, 2)
+
+
+def test_dllp_diagnostic_ot_every_k_epochs():
+    from weaklab.methods.plot import DLLP, DLLPHparams
+    from weaklab.models import build_model
+
+    data = label_proportion_bags(toy_dataset(n=64), BagParams(bag_size=8), np.random.default_rng(0))
+    model = build_model("mlp", in_shape=(1, 2, 2), num_classes=4, width=0.05)
+    m = DLLP(DLLPHparams(track_ot_every=3), num_classes=4, seed=0)
+    m.init_state(data)
+    solved = []
+    for epoch in range(6):
+        out = m.end_epoch(model, data, epoch)
+        diag = m.diagnostics(data)
+        solved.append(not math.isnan(out["ot_s"]))
+        assert math.isnan(diag["diag_ot_acc"]) != solved[-1]
+    assert solved == [False, False, True, False, False, True]  # epochs 3 and 6
+    with pytest.raises(ConfigError, match=r"hp.track_ot_every=0 "):
+        DLLPHparams(track_ot_every=0)

@@ -73,7 +73,8 @@ def test_smoke_study_end_to_end(ray_local, tmp_path):
     assert (trials["setting.bag_size"] == 32).all()
     assert trials["final.test_acc"].between(0, 1).all()
     plot = trials[trials["method"] == "plot"].set_index("label")
-    assert (plot["epochs"] == 2).all() and trials.set_index("label").loc["DLLP", "epochs"] == 1
+    # DLLP is compute-matched: as many epochs as both PLOT stages together
+    assert (plot["epochs"] == 2).all() and trials.set_index("label").loc["DLLP", "epochs"] == 2
     assert plot.loc["DLLP + PLOT (hard)", "final.label_prop_l1"] < 1e-6
     assert plot.loc["DLLP + PLOT (soft)", "final.label_prop_l1"] < 1e-3
     assert plot["final.diag_pseudo_acc"].between(0, 1).all()
@@ -86,3 +87,19 @@ def test_smoke_study_end_to_end(ray_local, tmp_path):
     assert "Table 1" in text and "Fig. 3" in text
     for png in ("table1_accuracy_vs_bag_size.png", "fig3_pseudo_label_accuracy.png"):
         assert os.path.getsize(os.path.join(os.path.dirname(report), png)) > 5000
+
+
+def test_default_study_compute_matches_dllp_and_validates_track_ot_every():
+    from studies import expand, get_study, resolve
+    from weaklab.config import parse_trial
+
+    configs = expand(resolve(get_study("llp-bag-size")))
+    epochs = {c["train.epochs"] for c in configs}
+    assert len(epochs) == 1  # every arm (DLLP, PLOT, the ablation rows) trains as many epochs
+    plot = [c for c in configs if c["method"] == "plot"]
+    assert all(c["hp.stage1_epochs"] < c["train.epochs"] for c in plot)
+    assert all(c["train.epochs"] % c["hp.track_ot_every"] == 0 for c in configs)  # the last epoch has its OT
+    parse_trial(configs[0])
+    with pytest.raises(ConfigError, match=r"hp.track_ot_every=0 ") as e:
+        parse_trial({**configs[0], "hp.track_ot_every": 0})
+    assert "\n" not in str(e.value)

@@ -15,8 +15,8 @@ from weaklab.methods.baselines_qll import bootstrap_loss, gce_loss, js_loss, sce
 from weaklab.methods.cpu import cpu_class_risks, cpu_risk, draw_alpha, kl_binary_losses, scaled_sjs, sjs_binary_losses
 from weaklab.registry import ConfigError
 from weaklab.settings import WeakData, make_weak_data, setting_params
-from weaklab.settings.quantized import (mixup_weights, patch_assignment, patch_masks, patch_weights, quantize,
-                                        soft_labels)
+from weaklab.settings.quantized import (mixup_weights, patch_assignment, patch_masks, patch_weights, pixel_masks,
+                                        quantize, rect_assignment, rect_cuts, soft_labels)
 
 torch.set_num_threads(1)
 
@@ -108,7 +108,8 @@ def test_soft_labels_add_inputs_of_one_class():
 
 @pytest.mark.parametrize("values,needle", [
     ({"m": 1}, "setting.m=1"), ({"r": 0}, "setting.r=0"), ({"mix": "cutmix"}, "setting.mix='cutmix'"),
-    ({"grid": 0}, "setting.grid=0"),
+    ({"grid": 0}, "setting.grid=0"), ({"mix": "patchmix", "layout": "stripes"}, "setting.layout='stripes'"),
+    ({"mix": "patchmix", "layout": "rect", "m": 5}, "setting.m=5"),
 ])
 def test_bad_setting_params_raise_one_line(values, needle):
     with pytest.raises(ConfigError) as e:
@@ -332,3 +333,39 @@ def test_setting_labels_are_draws_from_their_soft_labels(mix):
     se = (s_y - expect).std() / math.sqrt(len(y))
     assert abs((s_y - expect).mean().item()) < 4 * se.item()
     assert weak.info["mean_s_of_label"] == pytest.approx(s_y.mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("m", [2, 3, 4])
+def test_rect_layout_is_m_contiguous_rectangles_around_a_central_cut(m):
+    rng = np.random.default_rng(0)
+    cuts = rect_cuts(200, m=m, height=8, width=8, rng=rng)
+    assert cuts["cy"].min() >= 2 and cuts["cy"].max() <= 6 and cuts["cx"].min() >= 2 and cuts["cx"].max() <= 6
+    assign = rect_assignment(cuts, m=m, height=8, width=8)
+    M = pixel_masks(assign, m=m)
+    assert np.allclose(M.sum(1), 1.0)
+    area = M.mean(axis=(2, 3))
+    assert (area > 0).all() and np.allclose(area.sum(1), 1.0)  # every source gets a non-empty piece
+    for i in range(20):
+        for j in range(m):
+            rows, cols = np.nonzero(M[i, j])
+            # a rectangle: its bounding box is exactly filled
+            assert len(rows) == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    if m == 4:  # quadrants around the cut point
+        i = 0
+        cy, cx = cuts["cy"][i], cuts["cx"][i]
+        assert np.isclose(sorted(area[i])[0] * 64, min(cy, 8 - cy) * min(cx, 8 - cx))
+
+
+def test_rect_layout_setting_weights_are_mask_areas(tmp_path, monkeypatch):
+    monkeypatch.setenv("WEAKLAB_CACHE", str(tmp_path))
+    data = fake_dataset()
+    p = setting_params("quantized", {"mix": "patchmix", "layout": "rect"})
+    w = make_weak_data(data, "quantized", p, seed=0)
+    lam, src = w.hidden["lam"].numpy(), w.hidden["src"].numpy()
+    assert np.allclose(lam.sum(1), 1.0) and ((lam * 64) % 1 < 1e-5).all()
+    # pixel for pixel the mixed image is one of its m sources
+    x_src = data.x_train[torch.from_numpy(src)]  # (n, m, C, H, W)
+    hit = (x_src == w.x[:, None]).all(2).float()  # (n, m, H, W)
+    assert (hit.sum(1) >= 1).all()
+    grid = make_weak_data(data, "quantized", setting_params("quantized", {"mix": "patchmix"}), seed=0)
+    assert not torch.equal(grid.x, w.x)  # the layout reaches the cache key

@@ -41,7 +41,8 @@ def test_qll_compare_smoke_selects_then_reruns_seeds(ray_local, tmp_path):
     trials, _ = load_study(study_dir)
     assert set(trials["status"]) == {"completed"}, trials[["status", "error"]]
     sel, fin = trials[trials["phase"] == "select"], trials[trials["phase"] == "final"]
-    assert len(sel) == 3 and (sel["seed"] == 0).all()  # ce + js at two pi1, seed 0
+    # only js has a value to choose (two pi1, seed 0 in the smoke run); ce goes straight to the final phase
+    assert len(sel) == 2 and (sel["seed"] == 0).all() and set(sel["method"]) == {"js"}
     assert len(fin) == 4 and sorted(fin["seed"]) == [0, 0, 1, 1]
     # JS is re-run at the pi1 that scored best on validation in the select phase
     js = sel[sel["method"] == "js"]
@@ -102,10 +103,73 @@ def test_bad_input_fails_before_ray_with_one_line(study, sets, needle):
 def test_full_studies_expand_and_validate():
     """The default (digits) studies: sizes as documented, every config valid."""
     prior = expand(resolve(get_study("cpu-prior")))
-    assert len(prior) == (2 * 7 + 3 + 3) * 3
+    assert len(prior) == (2 * 7 + 3 + 3) * 5
     compare = resolve(get_study("qll-compare"))
-    assert compare.select_then_seeds and compare.seeds >= 3
+    assert compare.select_then_seeds and compare.seeds >= 5 and compare.select_seeds >= 3
+    # the paper's schedule shape: 200 epochs, lr x0.1 at 50 % and 75 %
+    assert all(c["train.epochs"] == 200 and c["train.schedule"] == "multistep" and c["train.milestones"] == "0.5,0.75"
+               for c in prior + expand(compare))
     configs = expand(compare)
     assert {c["method"] for c in configs} == {"ce", "bootstrap", "gce", "sce", "js", "cpu-kl", "cpu"}
     for c in prior[:: 7] + configs[:: 11]:
         parse_trial(c)
+
+
+def test_selection_uses_the_seed_mean_of_validation_not_seed_0():
+    """js at pi1=0.1 wins seed 0 by luck; pi1=0.7 has the better mean over the 3 select seeds."""
+    import pandas as pd
+
+    from weaklab.study import Arm, Study
+    from weaklab.tune.runner import _chosen_configs
+
+    study = Study(name="t", title="t", reproduces="t", setting="quantized", seeds=5, select_seeds=3,
+                  select_then_seeds=True, grid={"setting.mix": ("patchmix",)},
+                  arms=(Arm("ce"), Arm("js", grid={"hp.pi1": (0.1, 0.7)})))
+    configs = expand(study)
+    val = {(0.1, 0): 0.90, (0.1, 1): 0.50, (0.1, 2): 0.50, (0.7, 0): 0.85, (0.7, 1): 0.80, (0.7, 2): 0.80}
+    rows = [{"label": "js", "setting.mix": "patchmix", "hp.pi1": p, "seed": s, "status": "completed",
+             "final.best_val_acc": v} for (p, s), v in val.items()]
+    chosen = _chosen_configs(study, configs, pd.DataFrame(rows))
+    js = [c for c in chosen if c["label"] == "js"]
+    assert {c["hp.pi1"] for c in js} == {0.7} and sorted(c["seed"] for c in js) == [0, 1, 2, 3, 4]
+    # ce has nothing to choose: all its seeds, with no select rows at all
+    assert sorted(c["seed"] for c in chosen if c["label"] == "ce") == [0, 1, 2, 3, 4]
+    assert all(c["phase"] == "final" for c in chosen)
+
+
+def test_bad_select_seeds_and_layout_fail_before_ray():
+    from weaklab.study import Arm, Study
+
+    with pytest.raises(ConfigError, match=r"select_seeds=0 ") as e:
+        Study(name="t", title="t", reproduces="t", setting="quantized", arms=(Arm("ce"),), select_seeds=0)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"setting.layout='ring' ") as e:
+        prepare("qll-compare", smoke=True, sets=["setting.layout=ring"])
+    assert "\n" not in str(e.value)
+
+
+def test_qll_report_shows_three_numbers_overfit_curves_and_sensitivity(tmp_path):
+    import pandas as pd
+
+    from analysis.qll import report_qll_compare
+
+    trials, epochs = [], []
+    for label, method, mix in (("ce", "ce", "patchmix"), ("cpu", "cpu", "patchmix"), ("ce rect", "ce", "patchmix"),
+                               ("cpu rect", "cpu", "patchmix")):
+        for seed in range(3):
+            tid = f"{label}-{seed}"
+            base = 0.80 if method == "ce" else 0.85
+            curve = [base - 0.1 * (method == "ce") * (e > 5) + 0.01 * seed for e in range(1, 11)]
+            trials.append({"trial_id": tid, "label": label, "method": method, "seed": seed, "status": "completed",
+                           "phase": "final", "dataset": "digits", "setting.mix": mix, "setting.m": 4,
+                           "best.test_acc": curve[4], "final.test_acc": curve[-1], "train.lr": 0.1})
+            epochs += [{"trial_id": tid, "epoch": e, "test_acc": a, "train_loss": 1.0 / e ** (2 if method == "ce" else 0.5)}
+                       for e, a in enumerate(curve, 1)]
+    text = report_qll_compare(pd.DataFrame(trials), pd.DataFrame(epochs), tmp_path)
+    assert "best over epochs (paper)" in text and "final epoch" in text
+    assert "Does CE overfit" in text and (tmp_path / "ce_overfit_curves.png").stat().st_size > 5000
+    assert "Sensitivity" in text and "rect" in text
+    # Table I keeps the sensitivity arms out of the ce/cpu rows: 3 seeds each, not 6
+    table = text.split("### CPU against CE")[0]
+    assert "| 3 |" in text.split("### CPU against CE, paired by seed")[1].split("###")[0]
+    assert "rect" not in table

@@ -48,3 +48,29 @@ def test_reports_without_checkpoints_still_store_every_epoch(ray_local, tmp_path
     trials, epochs = load_study(study_dir)
     assert set(trials["status"]) == {"completed"} and (trials["epochs"] == 4).all()
     assert len(epochs) == 4 * len(trials) and not epochs.duplicated(["trial_id", "epoch"]).any()
+
+
+def test_report_flags_a_best_epoch_at_the_cap_and_ties_tau_to_the_budget(tmp_path):
+    import pandas as pd
+
+    from analysis.tau import report
+
+    trials, epochs = [], []
+    for tau, best, run in ((0.1, 30, 50), (1.0, 40, 60), (5.0, 80, 80)):  # tau = 5 peaks at its last (cap) epoch
+        for seed in range(3):
+            tid = f"{tau}-{seed}"
+            trials.append({"trial_id": tid, "method": "heteroscedastic", "label": "heteroscedastic", "seed": seed,
+                           "status": "completed", "hp.tau": tau, "hp.train_samples": 100, "train.epochs": 80,
+                           "train.patience": 20, "train.lr": 1e-3, "train.batch_size": 128, "best_epoch": best,
+                           "epochs": run, "best.val_ll": -1.0 - 0.1 * abs(tau - 1.0) + 0.01 * seed,
+                           "best.test_noisy_ll": -1.1 - 0.1 * abs(tau - 1.0), "best.test_noisy_acc": 0.8,
+                           "best.test_acc": 0.9})
+            epochs += [{"trial_id": tid, "epoch": e, "samples_per_s": 1079.0, "train_s": 1.0} for e in range(1, run + 1)]
+    for seed in range(3):
+        trials.append({"trial_id": f"hom-{seed}", "method": "homoscedastic", "label": "homoscedastic", "seed": seed,
+                       "status": "completed", "train.epochs": 80, "best_epoch": 20, "epochs": 40, "best.val_ll": -1.2,
+                       "best.test_noisy_ll": -1.2, "best.test_noisy_acc": 0.8, "best.test_acc": 0.9})
+    text = report(pd.DataFrame(trials), pd.DataFrame(epochs), tmp_path)
+    assert "**Best epoch is the last epoch**" in text and "τ=5 S=100 seed 0 (80/80)" in text
+    assert "τ=0.1" not in text.split("**Best epoch is the last epoch**")[1]
+    assert "tied to the step budget and the learning rate" in text and "9 steps an epoch" in text

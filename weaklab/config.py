@@ -57,6 +57,12 @@ class TrainConfig:
     """early stopping: epochs without improvement of ``monitor`` (0 = never stop early)"""
     monitor: str = "val_acc"
     """validation metric that picks the best epoch (and early-stops); higher is better"""
+    eval_splits: str = "every"
+    """every: evaluate every split each epoch | best: evaluate ``val`` each epoch and the
+    other splits (test, test_noisy, ...) only at an epoch that is the best so far on
+    ``monitor`` or the last one; their columns are NaN at the other epochs, so the test
+    metrics at the best and last epochs stay exact and per-epoch test curves have points
+    exactly there (benchmarks/RESULTS.md hotspot 3: evaluation is 18-33 % of an epoch)"""
     eval_batch_size: int = 2048
     """samples per forward pass at evaluation"""
     amp: bool = True
@@ -95,6 +101,7 @@ class TrainConfig:
         check(0 < self.step_gamma <= 1, "train.step_gamma", self.step_gamma, "a factor in (0, 1]")
         check(self.patience >= 0, "train.patience", self.patience, "an integer >= 0 (0 = off)")
         check(self.monitor.startswith("val_"), "train.monitor", self.monitor, "a validation metric such as val_acc")
+        check(self.eval_splits in ("every", "best"), "train.eval_splits", self.eval_splits, "every or best")
         check(self.device in ("auto", "cpu", "cuda"), "train.device", self.device, "auto, cpu or cuda")
 
 

@@ -1,6 +1,8 @@
 """One training function for every method; it knows nothing of Ray.
 
-``train`` owns the loop: seeds, optimizer, schedule, epochs, evaluation of every split
+``train`` owns the loop (each history row times its epoch in wall seconds, ``epoch_s``,
+and in this process's CPU seconds, ``epoch_cpu_s``, which load on a shared machine does
+not inflate): seeds, optimizer, schedule, epochs, evaluation of every split
 each epoch, early stopping on a validation metric (the best epoch's metrics are the
 ones reported as ``best_*``, as paper 002 uses its best validation checkpoint for test),
 checkpoint save/restore, bf16 autocast on GPU. The method owns the loss and its
@@ -17,7 +19,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Container
 
 import torch
 
@@ -78,18 +80,27 @@ def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.l
 
 
 @torch.no_grad()
-def evaluate_splits(method: Method, model: torch.nn.Module, data: WeakData, batch_size: int) -> dict[str, float]:
-    """``<split>_<metric>`` for every split in ``data.evals`` (probabilities from method.predict)."""
+def evaluate_splits(method: Method, model: torch.nn.Module, data: WeakData, batch_size: int,
+                    splits: Container[str] | None = None) -> dict[str, float]:
+    """``<split>_<metric>`` for every split in ``data.evals`` (or those in ``splits``;
+    probabilities from method.predict)."""
     was_training = model.training
     model.eval()
     out, cache = {}, {}
     for split, (x, y) in data.evals.items():
+        if splits is not None and split not in splits:
+            continue
         if id(x) not in cache:  # noisy and clean test splits share inputs: predict once
             cache[id(x)] = torch.cat([method.predict(model, xb) for xb in x.split(batch_size)])
         probs = cache[id(x)]
         out.update({f"{split}_{k}": v for k, v in evaluate(probs, y, data.class_groups).items()})
     model.train(was_training)
     return out
+
+
+def _metric_names(val_metrics: dict[str, float]) -> list[str]:
+    """The metric names evaluate() gave for ``val`` (acc, ll, acc_many, ...), to fill other splits with NaN."""
+    return [k[len("val_"):] for k in val_metrics if k.startswith("val_")]
 
 
 def _sync(device: torch.device) -> None:
@@ -152,7 +163,7 @@ def train(*, data: WeakData, method: Method, config: TrainConfig, seed: int, on_
         os.replace(tmp, os.path.join(directory, CHECKPOINT_FILE))
 
     for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.train()
         loss_sum = torch.zeros((), device=device)
         steps = 0
@@ -184,20 +195,31 @@ def train(*, data: WeakData, method: Method, config: TrainConfig, seed: int, on_
             opt = make_optimizer(model.parameters(), cfg)
             sched = make_schedule(opt, cfg)
             method.reset_optimizer_requested = False
-        metrics = evaluate_splits(method, model, data, cfg.eval_batch_size)
+        lazy = cfg.eval_splits == "best"
+        metrics = evaluate_splits(method, model, data, cfg.eval_batch_size, splits=("val",) if lazy else None)
         metrics.update(method.diagnostics(data))
         value = metrics.get(cfg.monitor)
         if value is None:
             raise KeyError(f"train.monitor={cfg.monitor!r} is not a metric of this run; available: "
                            f"{', '.join(k for k in metrics if k.startswith('val_'))}")
-        if value > best_value:
+        improved = value > best_value
+        if improved:
             best_value, best_epoch, bad_epochs = value, epoch + 1, 0
             best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
+        if lazy:
+            # the other splits only where a reported number reads them: the best epoch so
+            # far (best_*) and the last epoch (final_*); NaN elsewhere
+            last_epoch = epoch + 1 == cfg.epochs or (cfg.patience > 0 and bad_epochs >= cfg.patience)
+            others = [s for s in data.evals if s != "val"]
+            if improved or last_epoch:
+                metrics.update(evaluate_splits(method, model, data, cfg.eval_batch_size, splits=others))
+            else:
+                metrics.update({f"{s}_{k}": math.nan for s in others for k in _metric_names(metrics)})
         _sync(device)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"],
-               "epoch_s": time.perf_counter() - t0, "train_s": train_s,
+               "epoch_s": time.perf_counter() - t0, "epoch_cpu_s": time.process_time() - c0, "train_s": train_s,
                "method_s": method_s, "samples_per_s": data.n / max(train_s, 1e-9), **extra, **metrics}
         best_row = next((h for h in history if h["epoch"] == best_epoch), row)
         row.update({f"best_{k}": best_row[k] for k in best_row if k.startswith("val_")})

@@ -153,6 +153,10 @@ class Study:
     select_then_seeds: bool = False
     """first run every grid point at seed 0, pick each arm's best hyperparameters per
     (setting grid point) on ``metric``, then run all seeds at the chosen values"""
+    select_seeds: int = 1
+    """select-then-seeds: the first ``select_seeds`` seeds (at most ``seeds``) run every grid
+    point in the select phase, and each arm's hyperparameters are chosen on the mean of
+    ``metric`` over them (one seed picks the luckiest run; >= 3 makes the choice fair)"""
     smoke: Mapping[str, Any] = field(default_factory=dict)
     """field overrides for ``--smoke`` (arms, grid, seeds, fixed is merged)"""
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -161,6 +165,10 @@ class Study:
     """datasets the study accepts (empty: any of the right kind)"""
     claims: tuple[Claim, ...] = ()
     """the paper's headline claims this study tests (``weaklab report`` gives each a verdict)"""
+
+    def __post_init__(self):
+        check(isinstance(self.select_seeds, int) and self.select_seeds >= 1, f"study {self.name!r} select_seeds",
+              self.select_seeds, "an integer >= 1 (seeds per grid point in the select phase)")
 
     def with_overrides(self, over: Mapping[str, Any]) -> "Study":
         over = dict(over)

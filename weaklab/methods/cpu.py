@@ -70,8 +70,11 @@ def scaled_sjs(log_q: Tensor, log_1mq: Tensor, *, alpha: float) -> Tensor:
 
 def sjs_binary_losses(g: Tensor, *, alpha: float) -> tuple[Tensor, Tensor]:
     """``(l(g, +1), l(g, -1))`` elementwise for one-vs-rest scores g, by the scaled SJS."""
-    lp, ln = F.logsigmoid(g), F.logsigmoid(-g)
-    return scaled_sjs(lp, ln, alpha=alpha), scaled_sjs(ln, lp, alpha=alpha)
+    # both targets in one pass over the stacked (+g, -g): half the elementwise ops of two calls
+    # (benchmarks/RESULTS.md hotspot 7); logsigmoid(-g) is the other half of the same stack
+    lpn = F.logsigmoid(torch.stack((g, -g)))
+    out = scaled_sjs(lpn, lpn.flip(0), alpha=alpha)
+    return out[0], out[1]
 
 
 def kl_binary_losses(g: Tensor) -> tuple[Tensor, Tensor]:

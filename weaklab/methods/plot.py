@@ -130,10 +130,16 @@ class DLLPHparams:
     """random crop (pad 4) + horizontal flip on the device (paper sec. 5.2; images only)"""
     track_ot: bool = True
     """solve the exact OT on the predictions every epoch, for the TD / TD_OT diagnostics of Fig. 3"""
+    track_ot_every: int = 1
+    """with ``track_ot``: solve it only at epochs whose number is a multiple of this (NaN
+    otherwise): it is a diagnostic, 17-28 % of a DLLP epoch on digits (benchmarks/RESULTS.md
+    hotspot 6); make ``train.epochs`` a multiple so the last epoch has it"""
     solver: str = "auto"
     """auto (POT for exact OT, batched Sinkhorn for entropic) | batched | pot"""
 
     def __post_init__(self):
+        check(isinstance(self.track_ot_every, int) and self.track_ot_every >= 1, "hp.track_ot_every",
+              self.track_ot_every, "an integer >= 1 (epochs between diagnostic OT solves)")
         check(self.solver in ("auto", *SOLVERS), "hp.solver", self.solver, f"one of auto, {', '.join(SOLVERS)}")
 
 
@@ -235,6 +241,9 @@ class DLLP(Method):
             torch.cuda.synchronize(q.device)
         return q, time.perf_counter() - t0
 
+    def _track_ot_now(self, epoch: int) -> bool:
+        return self.hp.track_ot and (epoch + 1) % self.hp.track_ot_every == 0
+
     #: every epoch reports the same keys (NaN where a value does not apply), so per-epoch
     #: tables have the same columns from the first epoch on
     diag_keys: tuple[str, ...] = ("train_acc", "ot_acc")
@@ -244,7 +253,7 @@ class DLLP(Method):
         out = {"prop_l1": bag_proportion_l1(logp.exp(), data.weak["bag"], data.weak["proportions"]).mean().item(),
                "ot_s": math.nan}
         self._diag = {"train_acc": logp.argmax(1)}
-        if self.hp.track_ot:
+        if self._track_ot_now(epoch):
             q, out["ot_s"] = self._ot(logp, data, None)
             self._diag["ot_acc"] = q.argmax(1)
         return out
@@ -340,7 +349,7 @@ class PLOT(DLLP):
             if self.hp.ot:
                 self._diag["ot_acc"] = raw.argmax(1)
             self._diag["pseudo_acc"] = self.q.argmax(1)
-        elif self.hp.track_ot:
+        elif self._track_ot_now(epoch):
             q, out["ot_s"] = self._ot(logp, data, None)
             self._diag["ot_acc"] = q.argmax(1)
         if epoch == s1 - 1 and self.hp.student_init == "teacher":

@@ -5,9 +5,12 @@ sec. IV); its soft label is ``s = sum_i lambda_i onehot(y_i)`` and the only labe
 sees is one draw from ``s`` (the quantized label, eq. 1 / Definition 1).
 
 - Mixup: ``r * lambda ~ Multinomial(r; 1/m, ..., 1/m)`` and ``x = sum_i lambda_i x_i``.
-- PatchMix: the image is cut into ``grid x grid`` patches; each patch comes from one of the
-  ``m`` inputs (uniformly at random), so the binary masks ``M_i`` partition the image
-  (``sum_i M_i = 1``) and ``lambda_i`` is the area of ``M_i``.
+- PatchMix: binary masks ``M_i`` partition the image (``sum_i M_i = 1``) and ``lambda_i``
+  is the area of ``M_i``. ``layout='grid'``: the image is cut into ``grid x grid`` patches,
+  each taken from one of the ``m`` inputs uniformly at random. ``layout='rect'``: the image
+  is cut at a random near-central point into ``m`` (2..4) contiguous rectangles, one per
+  input (the common PatchMix/CutMix layout: halves for m = 2, a half and two quarters for
+  m = 3, quadrants for m = 4).
 
 Validation and test stay clean (the paper evaluates on the original CIFAR test set).
 The soft labels, the source indices and the weights are kept in ``hidden`` for
@@ -26,6 +29,9 @@ from weaklab.registry import ConfigError, check
 from weaklab.settings import WeakData, clean_evals, register_setting
 
 MIX_TYPES = ("mixup", "patchmix")
+PATCH_LAYOUTS = ("grid", "rect")
+#: ``layout='rect'`` cuts one point into at most four rectangles
+RECT_M = (2, 3, 4)
 #: the paper's benchmarks pair each mix type with its m (CIFAR-10Q/100Q: Mixup m=2, PatchMix m=4)
 PAPER_M = {"mixup": 2, "patchmix": 4}
 
@@ -44,7 +50,10 @@ class QuantizedParams:
     """Mixup multinomial trials: r*lambda ~ Multinomial(r; 1/m..1/m). The paper does not state
     its r; 10 makes lambda a multiple of 0.1 and a pure (one-input) mix rare (2^-9 for m=2)"""
     grid: int = 4
-    """PatchMix: patches per image side (must divide the image height and width)"""
+    """PatchMix ``layout='grid'``: patches per image side (must divide the image height and width)"""
+    layout: str = "grid"
+    """PatchMix: grid (each of grid x grid patches from a random input) | rect (m contiguous
+    rectangles cut at a random point in the central half of each side, one per input)"""
 
     def __post_init__(self):
         check(self.mix in MIX_TYPES, "setting.mix", self.mix, f"one of {', '.join(MIX_TYPES)}")
@@ -56,6 +65,9 @@ class QuantizedParams:
               "an integer >= 1 (multinomial trials)")
         check(isinstance(self.grid, (int, np.integer)) and self.grid >= 1, "setting.grid", self.grid,
               "an integer >= 1 (patches per image side)")
+        check(self.layout in PATCH_LAYOUTS, "setting.layout", self.layout, f"one of {', '.join(PATCH_LAYOUTS)}")
+        check(self.mix != "patchmix" or self.layout != "rect" or self.m in RECT_M, "setting.m", self.m,
+              "2, 3 or 4 with setting.layout='rect' (one cut point makes at most four rectangles)")
 
 
 def check_grid(grid: int, input_shape: tuple[int, ...]) -> None:
@@ -70,8 +82,11 @@ def check_grid(grid: int, input_shape: tuple[int, ...]) -> None:
 
 def validate_for(params: QuantizedParams, input_shape: tuple[int, ...]) -> None:
     """Checks that need the dataset's image size (the dataclass alone cannot know it)."""
-    if params.mix == "patchmix":
+    if params.mix == "patchmix" and params.layout == "grid":
         check_grid(params.grid, input_shape)
+    if params.mix == "patchmix" and params.layout == "rect":
+        if len(input_shape) != 3 or min(input_shape[1:]) < 2:
+            raise ConfigError(f"setting.layout='rect' needs image inputs (C,H,W) of at least 2x2; got {tuple(input_shape)}")
 
 
 def draw_sources(n_train: int, n: int, m: int, rng: np.random.Generator) -> np.ndarray:
@@ -120,6 +135,44 @@ def patch_weights(assign: np.ndarray, *, m: int) -> np.ndarray:
     return counts / (g * g)
 
 
+def rect_cuts(n: int, *, m: int, height: int, width: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``layout='rect'``: per input a cut point ``(cy, cx)`` uniform over the central half of
+    each side (so no rectangle is empty or a sliver), an orientation bit and which input
+    each of the m rectangles takes (a random permutation)."""
+    lo_y, hi_y = max(1, height // 4), max(1, min(height - 1, (3 * height) // 4))
+    lo_x, hi_x = max(1, width // 4), max(1, min(width - 1, (3 * width) // 4))
+    return {"cy": rng.integers(lo_y, hi_y + 1, size=n), "cx": rng.integers(lo_x, hi_x + 1, size=n),
+            "flip": rng.integers(0, 2, size=n).astype(bool),
+            "perm": rng.permuted(np.tile(np.arange(m), (n, 1)), axis=1)}
+
+
+def rect_assignment(cuts: dict[str, np.ndarray], *, m: int, height: int, width: int) -> np.ndarray:
+    """``(n, H, W)`` index in [0, m) of the input each pixel is taken from, for ``rect_cuts``.
+
+    Regions before the permutation: m = 2 left | right (``flip``: top | bottom); m = 3 the
+    left part whole and the right part cut at ``cy`` (``flip``: top whole, bottom cut at
+    ``cx``); m = 4 the four quadrants around ``(cy, cx)``.
+    """
+    below = np.arange(height)[None, :, None] >= cuts["cy"][:, None, None]  # (n, H, 1)
+    right = np.arange(width)[None, None, :] >= cuts["cx"][:, None, None]  # (n, 1, W)
+    below, right = np.broadcast_arrays(below, right)
+    flip = cuts["flip"][:, None, None]
+    if m == 2:
+        region = np.where(flip, below, right).astype(np.int64)
+    elif m == 3:
+        region = np.where(flip, np.where(below, 1 + right, 0), np.where(right, 1 + below, 0))
+    elif m == 4:
+        region = 2 * below.astype(np.int64) + right
+    else:
+        raise ConfigError(f"setting.m={m} is not allowed with setting.layout='rect': 2, 3 or 4")
+    return np.take_along_axis(cuts["perm"], region.reshape(len(region), -1), axis=1).reshape(region.shape)
+
+
+def pixel_masks(assign: np.ndarray, *, m: int) -> np.ndarray:
+    """Binary masks ``(n, m, H, W)`` from a per-pixel assignment ``(n, H, W)``."""
+    return (assign[:, None] == np.arange(m)[None, :, None, None]).astype(np.float32)
+
+
 def soft_labels(y_src: np.ndarray, lam: np.ndarray, num_classes: int) -> np.ndarray:
     """``s = sum_i lambda_i onehot(y_i)`` ``(n, c)``; two inputs of one class add up."""
     n, m = y_src.shape
@@ -164,11 +217,19 @@ def quantized_labels(data: Dataset, params: QuantizedParams, rng: np.random.Gene
     if params.mix == "mixup":
         lam = mixup_weights(n, m=m, r=params.r, rng=rng)
         x_mix = mix_inputs(x, src, lam=lam)
-    else:
+    elif params.layout == "grid":
         assign = patch_assignment(n, m=m, grid=params.grid, rng=rng)
         lam = patch_weights(assign, m=m)
         H, W = data.input_shape[1:]
         x_mix = mix_inputs(x, src, masks_of=lambda rows: patch_masks(assign[rows], m=m, height=H, width=W))
+    else:
+        H, W = data.input_shape[1:]
+        cuts = rect_cuts(n, m=m, height=H, width=W, rng=rng)
+        pick = lambda rows: {k: v[rows] for k, v in cuts.items()}
+        lam = np.concatenate([pixel_masks(rect_assignment(pick(slice(i, i + _CHUNK)), m=m, height=H, width=W), m=m)
+                              .mean(axis=(2, 3), dtype=np.float64) for i in range(0, n, _CHUNK)])
+        x_mix = mix_inputs(x, src, masks_of=lambda rows: pixel_masks(
+            rect_assignment(pick(rows), m=m, height=H, width=W), m=m))
     s = soft_labels(y[src], lam, c)
     y_q = quantize(s, rng)
     entropy = -(s * np.log(np.where(s > 0, s, 1.0))).sum(1)

@@ -289,15 +289,18 @@ def _restore(exp_path: str, trainable, opts: RunOptions):
 
 def _run_select_then_seeds(study, configs, study_dir: str, opts: RunOptions, smoke: bool, schema=None,
                            search: dict[str, Any] | None = None) -> str:
-    """Phase 'select': every grid point at the first seed (under ``--search optuna``: the
-    sampled configurations at the first seed, the study's own protocol); phase 'final': all
-    seeds at the hyperparameters each arm scored best on ``study.metric`` per point of
-    ``study.grid``."""
+    """Phase 'select': every grid point of each arm that has a choice to make, at the first
+    ``study.select_seeds`` seeds (under ``--search optuna``: the configurations Optuna
+    samples, on those seeds); phase 'final': all seeds at the hyperparameters each arm
+    scored best on the seed-mean of ``study.metric`` per point of ``study.grid``. An arm
+    with a single grid point has nothing to select and only runs in the final phase."""
     from weaklab import store
 
     base = study_dir_name(study.name, smoke)
-    first_seed = min(c["seed"] for c in configs)
-    select = [{**c, "phase": "select"} for c in configs if c["seed"] == first_seed]
+    seeds = sorted({c["seed"] for c in configs})
+    select_seeds = set(seeds[:max(1, min(study.select_seeds, len(seeds)))])
+    choosing = {a.label or a.method for a in study.arms if math.prod(len(v) for v in a.grid.values()) > 1}
+    select = [{**c, "phase": "select"} for c in configs if c["seed"] in select_seeds and c["label"] in choosing]
 
     def stored_phase(phase: str) -> int:
         if not store.stored_trial_ids(study_dir):
@@ -305,15 +308,19 @@ def _run_select_then_seeds(study, configs, study_dir: str, opts: RunOptions, smo
         return int((store.load_study(study_dir)[0]["phase"] == phase).sum())
 
     n_select = len(select)
-    if search is not None:
+    if search is not None and select:
         from weaklab.tune.search import planned_trials
 
         n_select = planned_trials(study, select, opts, **search)
-    if stored_phase("select") < n_select:
+    if select and stored_phase("select") < n_select:
         _fit(study, select, study_dir, opts, experiment=f"{base}-select", phase="select", schema=schema,
              search=search)
-    trials, _ = store.load_study(study_dir)
-    final = _chosen_configs(study, configs, trials[trials["phase"] == "select"], sampled=search is not None)
+    if store.stored_trial_ids(study_dir):
+        trials, _ = store.load_study(study_dir)
+        trials = trials[trials["phase"] == "select"]
+    else:
+        trials = None
+    final = _chosen_configs(study, configs, trials, sampled=search is not None)
     _fit(study, final, study_dir, dataclasses.replace(opts, resume=opts.resume and _has_state(opts, f"{base}-final")),
          experiment=f"{base}-final", phase="final", schema=schema)
     return study_dir
@@ -338,29 +345,48 @@ def _same(a, b) -> bool:
 
 
 def _chosen_configs(study, configs: list[dict[str, Any]], select_trials, sampled: bool = False) -> list[dict[str, Any]]:
-    """The configs (all seeds) whose arm hyperparameters match each arm's best select trial
-    (``sampled``: Optuna's values are no grid points, so they replace the arm's searched
-    keys, one config per seed)."""
+    """The configs (all seeds) whose arm hyperparameters have the best seed-mean of
+    ``study.metric`` over the completed select trials, per arm and point of ``study.grid``;
+    every config of an arm with a single grid point (nothing to choose). ``sampled``:
+    Optuna's values are no grid points, so they replace the arm's searched keys, one
+    config per seed."""
+    import pandas as pd
+
     metric = f"final.{study.metric}"
-    better = (lambda a, b: a > b) if study.mode == "max" else (lambda a, b: a < b)
-    best: dict[tuple, Any] = {}
-    for _, row in select_trials.iterrows():
-        value = row.get(metric)
-        if row["status"] != "completed" or value is None or value != value:
+    sign = 1.0 if study.mode == "max" else -1.0
+    best: dict[tuple, tuple[float, dict]] = {}
+    rows = select_trials if select_trials is not None else pd.DataFrame()
+    if len(rows):
+        rows = rows[(rows["status"] == "completed") & rows[metric].notna()] if metric in rows else rows.iloc[:0]
+    for arm in study.arms:
+        label, keys = arm.label or arm.method, list(arm.grid)
+        if math.prod(len(v) for v in arm.grid.values()) <= 1 or not len(rows):
             continue
-        key = (row["label"], tuple(repr(_norm(row.get(k))) for k in study.grid))
-        if key not in best or better(value, best[key][metric]):
-            best[key] = row
+        mine = rows[rows["label"] == label]
+        groups: dict[tuple, list] = {}
+        for _, row in mine.iterrows():
+            point = tuple(repr(_norm(row.get(k))) for k in study.grid)
+            hp = tuple(repr(_norm(row.get(k))) for k in keys)
+            groups.setdefault((point, hp), []).append(row)
+        for (point, _), members in groups.items():
+            score = sign * sum(float(r[metric]) for r in members) / len(members)
+            key = (label, point)
+            if key not in best or score > best[key][0]:
+                best[key] = (score, members[0])
     out = []
     for c in configs:
+        arm = next(a for a in study.arms if (a.label or a.method) == c["label"])
+        if math.prod(len(v) for v in arm.grid.values()) <= 1:
+            out.append({**c, "phase": "final"})
+            continue
         chosen = best.get((c["label"], tuple(repr(_norm(c.get(k))) for k in study.grid)))
         if chosen is None:
             continue
-        arm = next(a for a in study.arms if (a.label or a.method) == c["label"])
         if sampled:
-            cfg = {**c, **{k: _norm(chosen.get(k)) for k in arm.grid if not k.startswith("setting.")}, "phase": "final"}
+            cfg = {**c, **{k: _norm(chosen[1].get(k)) for k in arm.grid if not k.startswith("setting.")},
+                   "phase": "final"}
             if cfg not in out:
                 out.append(cfg)
-        elif all(_same(c.get(k), chosen.get(k)) for k in arm.grid):
+        elif all(_same(c.get(k), chosen[1].get(k)) for k in arm.grid):
             out.append({**c, "phase": "final"})
     return out
