@@ -186,6 +186,8 @@ STUDY = register_study(Study(
     metric="val_map",
     mode="max",
     select_then_seeds=True,
+    # (delta, alpha) chosen on the seed-mean of validation mAP, never on one seed
+    select_seeds=3,
     claims=CLAIMS,
     smoke={"seeds": 1, "select_then_seeds": False, "fixed": {"train.epochs": 2, "train.width": 0.25},
            "arms": (Arm("balancemix", grid={"setting.noise": ("mislabel",), "hp.delta": (PAPER_DELTA,),
