@@ -59,7 +59,7 @@ def test_paper_preset_recipe_and_one_epoch_on_fake_cifar10(tmp_path, study):
     c = next(c for c in full if c["method"] == "pll-reg")
     assert (c["train.arch"], c["train.optimizer"], c["train.lr"], c["train.momentum"], c["train.schedule"],
             c["train.batch_size"], c["train.epochs"]) == ("resnet18", "sgd", 0.01, 0.9, "cosine", 256, 1100)
-    assert (c["hp.pre_epochs"], c["hp.mu_pre"], c["hp.mu"], c["hp.rho_end"]) == (100, 0.1, 0.01, 0.5)
+    assert (c["hp.pre_epochs"], c["hp.mu_pre"], c["hp.mu"], c["hp.rho_end"], c["hp.reinit"]) == (100, 0.9, 0.99, 0.5, True)
     if study == "pll-compare":
         assert (c["hp.lam"], c["hp.M"]) == (3.0, 2.0)
         assert {(x["setting.psi"], x["setting.gamma"]) for x in full} == {
@@ -84,7 +84,7 @@ def test_cifar100_presets_validate():
         cfgs = expand(resolve(get_study(study), dataset="cifar100"))
         parsed = [parse_trial(c) for c in cfgs]
         reg = [p for p in parsed if p.method == "pll-reg"]
-        assert all(p.hparams.rho_end == 0.6 and p.hparams.pre_epochs == 20 and p.hparams.mu_pre == 0.05
+        assert all(p.hparams.rho_end == 0.6 and p.hparams.pre_epochs == 20 and p.hparams.mu_pre == 0.95
                    for p in reg)
     psis = {c["setting.psi"] for c in expand(resolve(get_study("pll-compare"), dataset="cifar100"))}
     assert psis == {0.05, 0.1}

@@ -105,7 +105,7 @@ def solar_selection(*, loss: Tensor, w: Tensor, probs: Tensor, r: Tensor, rho: f
     B, c = w.shape
     cls = w.argmax(1)
     present = torch.bincount(cls, minlength=c)
-    quota = torch.ceil(rho * B * r.double() - 1e-9).long().clamp_min(1)
+    quota = torch.ceil(rho * B * r.double() - 1e-6).long().clamp_min(1)  # r is float32: 3.0000001 -> 3
     quota = torch.minimum(quota, present)
     sel = select_by_quota(loss=loss, cls=cls, quota=quota)
     return sel | ((w * probs).sum(1) > tau)
