@@ -67,14 +67,17 @@ def test_paper_preset_recipe_and_one_epoch_on_fake_cifar10(tmp_path, study):
     else:
         assert (c["setting.psi"], c["setting.gamma"]) == (0.5, 100.0)
         assert {(x["hp.lam"], x["hp.M"]) for x in full if x["method"] == "pll-reg"} >= {(3.0, 2.0), (4.0, 3.0)}
-    # one epoch at tiny width, as --set would lower it
-    small = expand(s, data_root=root, seeds=[0], sets={"train.epochs": 1, "train.width": 0.0625})
+    # a pre-estimation stage as long as training is refused before Ray
+    with pytest.raises(ConfigError, match="hp.pre_epochs"):
+        expand(s, data_root=root, seeds=[0], sets={"train.epochs": 1})
+    # one epoch at tiny width, as --set would lower it (no pre-estimation stage then)
+    small = expand(s, data_root=root, seeds=[0], sets={"train.epochs": 1, "train.width": 0.0625, "hp.pre_epochs": 0})
     methods = ("pll-reg", "solar") if study == "pll-compare" else ("pll-reg",)
     for m in methods:
         cfg = next(c for c in small if c["method"] == m)
         res = run_trial({**cfg, "train.device": "cpu"})
         assert len(res.history) == 1 and 0 <= res.final["test_acc"] <= 1
-        assert res.final["label_update_s"] > 0 and res.final["stage"] == 0.0
+        assert res.final["label_update_s"] > 0 and res.final["stage"] == 1.0
 
 
 def test_cifar100_presets_validate():
