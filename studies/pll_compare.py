@@ -8,14 +8,15 @@ Fairness: pll-reg and Solar share one prior schedule (``DIGITS_PRIOR`` of
 ``pll-lambda-m``: a 20-epoch pre-estimation stage with 0.9 on the old prior, then 0.99, no
 re-initialisation); Solar is Solar's published algorithm (``weaklab.methods.baselines_pll``).
 pll-reg's (lambda, M) is chosen on validation (``Claim.select``) among lambda = 1 with
-M in {0.25, 0.5, 0.75, 1} and the diagonal M = lambda - 1 for lambda = 2, 3, 4.
+M in {0.25, 0.5, 0.75, 1} and the diagonal M = lambda - 1 for lambda = 2, 3 (pll-lambda-m
+runs the whole diagonal).
 
 Diagnostic arms (never in a claim): ``oracle-prior pll-reg`` and ``oracle-prior solar`` use
 the true training class frequencies as r from the first epoch (hidden truth), isolating the
 label update from the prior estimate.
 
 Digits default (2-core machine): (psi, gamma) in {(0.3, 10), (0.5, 20)}, the MLP recipe of
-``pll-lambda-m``, 6 seeds. ``--dataset cifar10`` / ``cifar100`` run the paper's Table 1
+``pll-lambda-m``, 5 seeds. ``--dataset cifar10`` / ``cifar100`` run the paper's Table 1
 grid and recipe (lambda = 3, M = 2 and lambda = 1, M = 0.5, re-initialisation after the stage).
 """
 
@@ -30,7 +31,7 @@ PAPER_GRID = {"cifar10": {"setting.psi": (0.3, 0.5), "setting.gamma": (50.0, 100
               "cifar100": {"setting.psi": (0.05, 0.1), "setting.gamma": (10.0, 20.0, 50.0)}}
 PAPER_LAM_M = {"cifar10": ((3.0, 2.0),), "cifar100": ((1.0, 0.5),)}
 #: the digits (lambda, M) candidates: lambda = 1 over Table 3's M, and the diagonal M = lambda - 1
-DIGITS_LAM_M = ((1.0, 0.25), (1.0, 0.5), (1.0, 0.75), (1.0, 1.0), (2.0, 1.0), (3.0, 2.0), (4.0, 3.0))
+DIGITS_LAM_M = ((1.0, 0.25), (1.0, 0.5), (1.0, 0.75), (1.0, 1.0), (2.0, 1.0), (3.0, 2.0))
 #: the digits settings: one easy, one hard (where an earlier version collapsed)
 DIGITS_SETTINGS = ((0.3, 10.0), (0.5, 20.0))
 ORACLE = "oracle-prior"
@@ -74,7 +75,7 @@ STUDY = register_study(Study(
     setting="partial",
     fixed={**DIGITS_TRAIN, **DIGITS_HP},
     arms=compare_arms(DIGITS_LAM_M, DIGITS_PRIOR, settings=DIGITS_SETTINGS, oracle=True),
-    seeds=6,
+    seeds=5,
     metric="best_val_acc",
     mode="max",
     claims=CLAIMS,
