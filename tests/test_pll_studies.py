@@ -117,3 +117,22 @@ def test_fake_cifar10_long_tail_is_realised(tmp_path):
     counts = np.bincount(w.hidden["y"].numpy(), minlength=10)
     assert counts.max() == np.bincount(ds.y_train.numpy(), minlength=10).min()
     assert counts.max() / counts.min() == pytest.approx(4, rel=0.35)
+
+
+def test_pll_ablation_smoke_end_to_end(ray_local, tmp_path):
+    from analysis.claims import evaluate_claims
+    from studies.pll_ablation import CLAIMS
+
+    study_dir = run_study("pll-ablation", smoke=True, results=str(tmp_path), verbose=False)
+    trials, epochs = load_study(study_dir)
+    assert len(trials) == 8 and set(trials["status"]) == {"completed"}, trials.get("error")
+    by_label = trials.set_index("label")
+    assert not by_label.loc["pll-reg w/o S", "hp.selection"] and by_label.loc["pll-reg", "hp.selection"]
+    assert not by_label.loc["solar w/o MU+CR", "hp.mixup"] and not by_label.loc["solar w/o MU+CR", "hp.consistency"]
+    # without selection every sample counts as selected; with it, fewer
+    sel = epochs.merge(trials[["trial_id", "label"]], on="trial_id").groupby("label")["selected_frac"].last()
+    assert sel["pll-reg w/o S"] == 1.0 and sel["solar w/o S"] == 1.0 and sel["solar"] < 1.0
+    text = open(write_report(study_dir)).read()
+    assert "Table 2" in text and "78.38 / 54.49" in text and "Selected fraction" in text
+    claims = evaluate_claims(trials, CLAIMS)
+    assert set(claims["claim"]) == {c.name for c in CLAIMS} and len(claims) == 11
