@@ -14,8 +14,9 @@ then ``hp.mu``; after the stage the network is either kept (``hp.reinit = False`
 re-initialised as in sec. 3.1, optionally with a warm-up (``hp.warmup_epochs``).
 
 The shared machinery (:class:`PseudoLabelPLL`) also serves the baselines of
-``baselines_pll.py`` (PRODEN, CC, Solar), which differ only in how ``w`` is computed (and,
-for CC, in the main loss), so the ablation switches and the cost measurement
+``baselines_pll.py`` (PRODEN, CC, Solar), which differ in how ``w`` is computed (and,
+for CC, in the main loss; Solar has its own selection and loss weighting), so the ablation
+switches, the prior schedule and the cost measurement
 (``label_update_s``: seconds per epoch spent computing pseudo labels and updating ``r``,
 timed with CUDA events on GPU) are the same for all of them.
 
