@@ -15,6 +15,20 @@ Diagnostic arms (never in a claim): ``oracle-prior pll-reg`` and ``oracle-prior 
 the true training class frequencies as r from the first epoch (hidden truth), isolating the
 label update from the prior estimate.
 
+The psi = 0.5, gamma = 20 collapse (pll-reg at 25-29 % in an earlier version), measured
+with ``run_trial`` on 3 seeds, 80 epochs, pll-reg at (lambda, M) = (1, 0.5) / (2, 1), test %:
+old eq. 6 reading (0.1 / 0.01 on the old prior) + re-initialisation 35.8 / 17.8 (pseudo-label
+accuracy 0.25 / 0.24); eq. 6 fixed + the paper's plain re-initialisation 43.1 / 23.6; with a
+20-epoch warm-up 50.8 / 23.3; no re-initialisation (default) 46.6 / 38.3; oracle prior from
+the first epoch 13.6 / 12.6 (pseudo-label accuracy 0.05); PRODEN 45.2, Solar 50.0. Two
+causes: the EMA weight read the wrong way round (ours, fixed: a class predicted by nobody
+lost 90 % of its prior per epoch) and eq. 5 applied with an informative prior to a network
+whose f is still near uniform (a fresh restart, or the oracle from epoch 1): its fixed point
+``argmax f0 r^(-M/(lambda-1))`` (lambda = 1: the drift by ``r^-M``) is then each sample's
+rarest candidate. That second one is the method's; the warm-up or keeping the network
+avoids it. What remains at this setting (4 Few classes with 5-9 images, 5.5 candidates per
+image on average) is the data: every method is at 44-52 %.
+
 Digits default (2-core machine): (psi, gamma) in {(0.3, 10), (0.5, 20)}, the MLP recipe of
 ``pll-lambda-m``, 5 seeds. ``--dataset cifar10`` / ``cifar100`` run the paper's Table 1
 grid and recipe (lambda = 3, M = 2 and lambda = 1, M = 0.5, re-initialisation after the stage).
