@@ -59,7 +59,7 @@ def test_paper_preset_recipe_and_one_epoch_on_fake_cifar10(tmp_path, study):
     c = next(c for c in full if c["method"] == "pll-reg")
     assert (c["train.arch"], c["train.optimizer"], c["train.lr"], c["train.momentum"], c["train.schedule"],
             c["train.batch_size"], c["train.epochs"]) == ("resnet18", "sgd", 0.01, 0.9, "cosine", 256, 1100)
-    assert (c["hp.pre_epochs"], c["hp.mu_pre"], c["hp.mu"], c["hp.rho_end"]) == (100, 0.1, 0.01, 0.5)
+    assert (c["hp.pre_epochs"], c["hp.mu_pre"], c["hp.mu"], c["hp.rho_end"], c["hp.reinit"]) == (100, 0.9, 0.99, 0.5, True)
     if study == "pll-compare":
         assert (c["hp.lam"], c["hp.M"]) == (3.0, 2.0)
         assert {(x["setting.psi"], x["setting.gamma"]) for x in full} == {
@@ -67,14 +67,17 @@ def test_paper_preset_recipe_and_one_epoch_on_fake_cifar10(tmp_path, study):
     else:
         assert (c["setting.psi"], c["setting.gamma"]) == (0.5, 100.0)
         assert {(x["hp.lam"], x["hp.M"]) for x in full if x["method"] == "pll-reg"} >= {(3.0, 2.0), (4.0, 3.0)}
-    # one epoch at tiny width, as --set would lower it
-    small = expand(s, data_root=root, seeds=[0], sets={"train.epochs": 1, "train.width": 0.0625})
+    # a pre-estimation stage as long as training is refused before Ray
+    with pytest.raises(ConfigError, match="hp.pre_epochs"):
+        expand(s, data_root=root, seeds=[0], sets={"train.epochs": 1})
+    # one epoch at tiny width, as --set would lower it (no pre-estimation stage then)
+    small = expand(s, data_root=root, seeds=[0], sets={"train.epochs": 1, "train.width": 0.0625, "hp.pre_epochs": 0})
     methods = ("pll-reg", "solar") if study == "pll-compare" else ("pll-reg",)
     for m in methods:
         cfg = next(c for c in small if c["method"] == m)
         res = run_trial({**cfg, "train.device": "cpu"})
         assert len(res.history) == 1 and 0 <= res.final["test_acc"] <= 1
-        assert res.final["label_update_s"] > 0 and res.final["stage"] == 0.0
+        assert res.final["label_update_s"] > 0 and res.final["stage"] == 1.0
 
 
 def test_cifar100_presets_validate():
@@ -84,7 +87,7 @@ def test_cifar100_presets_validate():
         cfgs = expand(resolve(get_study(study), dataset="cifar100"))
         parsed = [parse_trial(c) for c in cfgs]
         reg = [p for p in parsed if p.method == "pll-reg"]
-        assert all(p.hparams.rho_end == 0.6 and p.hparams.pre_epochs == 20 and p.hparams.mu_pre == 0.05
+        assert all(p.hparams.rho_end == 0.6 and p.hparams.pre_epochs == 20 and p.hparams.mu_pre == 0.95
                    for p in reg)
     psis = {c["setting.psi"] for c in expand(resolve(get_study("pll-compare"), dataset="cifar100"))}
     assert psis == {0.05, 0.1}
@@ -114,3 +117,22 @@ def test_fake_cifar10_long_tail_is_realised(tmp_path):
     counts = np.bincount(w.hidden["y"].numpy(), minlength=10)
     assert counts.max() == np.bincount(ds.y_train.numpy(), minlength=10).min()
     assert counts.max() / counts.min() == pytest.approx(4, rel=0.35)
+
+
+def test_pll_ablation_smoke_end_to_end(ray_local, tmp_path):
+    from analysis.claims import evaluate_claims
+    from studies.pll_ablation import CLAIMS
+
+    study_dir = run_study("pll-ablation", smoke=True, results=str(tmp_path), verbose=False)
+    trials, epochs = load_study(study_dir)
+    assert len(trials) == 8 and set(trials["status"]) == {"completed"}, trials.get("error")
+    by_label = trials.set_index("label")
+    assert not by_label.loc["pll-reg w/o S", "hp.selection"] and by_label.loc["pll-reg", "hp.selection"]
+    assert not by_label.loc["solar w/o MU+CR", "hp.mixup"] and not by_label.loc["solar w/o MU+CR", "hp.consistency"]
+    # without selection every sample counts as selected; with it, fewer
+    sel = epochs.merge(trials[["trial_id", "label"]], on="trial_id").groupby("label")["selected_frac"].last()
+    assert sel["pll-reg w/o S"] == 1.0 and sel["solar w/o S"] == 1.0 and sel["solar"] < 1.0
+    text = open(write_report(study_dir)).read()
+    assert "Table 2" in text and "78.38 / 54.49" in text and "Selected fraction" in text
+    claims = evaluate_claims(trials, CLAIMS)
+    assert set(claims["claim"]) == {c.name for c in CLAIMS} and len(claims) == 11

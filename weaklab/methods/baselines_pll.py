@@ -14,10 +14,10 @@ sample selection, consistency and mixup switches, and report ``label_update_s`` 
   ``w`` recomputed from the current prediction (as eq. 1 and Algorithm 1 do), so ``cc``
   and ``proden`` here differ only by float rounding (the original PRODEN reuses the
   previous epoch's ``w``; paper 001's closed form does not).
-- ``solar`` (Wang et al. 2022): pseudo labels by entropic optimal transport between the
-  samples (mass 1/n each) and the estimated class prior ``r`` (eq. 6), restricted to the
-  candidates, solved by Sinkhorn-Knopp with a fixed iteration cap T over the batch plus a
-  queue of the last ``q`` batches' predictions.
+- ``solar``: Solar's published algorithm (H. Wang, M. Xia, Y. Li, Y. Mao, L. Feng, G. Chen,
+  J. Zhao, "SoLar: Sinkhorn Label Refinery for Imbalanced Partial-Label Learning",
+  NeurIPS 2022, Algorithm 1 and its released training loop, github.com/hbzju/SoLar),
+  re-implemented here: see :class:`Solar`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional as F
 
+from weaklab.augment import weak_augment
 from weaklab.methods import register_method
-from weaklab.methods.pll_reg import PLLHparams, PriorPLLHparams, PseudoLabelPLL
+from weaklab.methods.pll_reg import PLLHparams, PriorPLLHparams, PseudoLabelPLL, ramp, select_by_quota
 from weaklab.registry import check
 
 Tensor = torch.Tensor
@@ -96,37 +98,67 @@ class CC(PseudoLabelPLL):
         return cc_loss(logp=logp, S=S)
 
 
+def solar_selection(*, loss: Tensor, w: Tensor, probs: Tensor, r: Tensor, rho: float, tau: float) -> Tensor:
+    """Solar's reliable-sample selection: in each class ``k`` (samples whose Sinkhorn label's
+    argmax is ``k``) the ``max(1, min(|B_k|, ceil(rho |B| r_k)))`` samples of smallest loss,
+    plus every sample whose confidence ``sum_j w_ij f_ij`` exceeds ``tau``."""
+    B, c = w.shape
+    cls = w.argmax(1)
+    present = torch.bincount(cls, minlength=c)
+    quota = torch.ceil(rho * B * r.double() - 1e-6).long().clamp_min(1)  # r is float32: 3.0000001 -> 3
+    quota = torch.minimum(quota, present)
+    sel = select_by_quota(loss=loss, cls=cls, quota=quota)
+    return sel | ((w * probs).sum(1) > tau)
+
+
 @dataclass(frozen=True)
 class SolarHparams(PriorPLLHparams):
     kappa: float = 3.0
-    """exponent of P in the Sinkhorn kernel S * P^kappa, i.e. 1 / the entropic regularisation weight"""
+    """exponent of P in the Sinkhorn kernel S * P^kappa, i.e. 1 / the entropic regularisation weight (Solar's lamd)"""
     iters: int = 50
     """T, Sinkhorn-Knopp iterations per step (Solar's default 50; fixed, no convergence test)"""
     q: int = 64
     """queue length in batches: the OT problem is solved on the batch plus the last q*|B|
     predictions (capped at the training-set size, beyond which it would only hold stale copies)"""
+    eta: float = 0.9
+    """final weight of the Sinkhorn-label losses; the unselected samples' PRODEN loss weighs
+    1 - eta_t, eta_t ramped 0 -> eta over ramp_epochs from each (re)start (Solar's eta, warmup_epoch)"""
+    tau: float = 0.99
+    """confidence above which a sample is selected regardless of its class quota (Solar's tau)"""
 
     def __post_init__(self):
         super().__post_init__()
         check(self.kappa > 0, "hp.kappa", self.kappa, "a kernel exponent > 0")
         check(self.iters >= 1, "hp.iters", self.iters, "an integer >= 1")
         check(self.q >= 0, "hp.q", self.q, "an integer >= 0 (0 = no queue)")
+        check(0.0 <= self.eta <= 1.0, "hp.eta", self.eta, "a loss weight in [0, 1]")
+        check(0.0 < self.tau <= 1.0, "hp.tau", self.tau, "a confidence threshold in (0, 1]")
 
 
 @register_method
 class Solar(PseudoLabelPLL):
-    """Solar: Sinkhorn label refinery against the estimated prior (eq. 6), sec. 2.4 extras.
+    """Solar (Wang et al., NeurIPS 2022; github.com/hbzju/SoLar), re-implemented from the
+    paper and its released training loop, on the shared prior schedule of pll-reg.
 
-    Re-implementation from the Solar paper's description as summarised in paper 001.
+    Per step: Sinkhorn labels ``Q`` (:func:`sinkhorn_pseudo_labels`) for the batch against
+    the prior ``r`` over the batch plus a queue; selection by :func:`solar_selection`
+    (class quota ``ceil(rho |B| r_k)`` and confidence > ``tau``); the loss is
+    ``eta_t (CE(Q) + consistency + mixup, on the selected) + (1 - eta_t) PRODEN on the
+    unselected``, where PRODEN's labels are its stored confidences (the re-normalised
+    candidate prediction of the sample's previous visit, updated after every step) and
+    mixup draws ``l = max(l, 1 - l)``, l ~ Beta(4, 4). The first epoch after each (re)start
+    trains on the PRODEN loss alone. Per epoch: ``r`` by eq. 6 from an eval pass (shared).
+    ``hp.eta`` ramps over ``hp.ramp_epochs`` with rho, Solar's single ``warmup_epoch``.
     """
 
     name = "solar"
     Hparams = SolarHparams
     uses_prior = True
-    state_keys = PseudoLabelPLL.state_keys + ("queue_logp", "queue_S", "queue_len")
+    state_keys = PseudoLabelPLL.state_keys + ("conf", "queue_logp", "queue_S", "queue_len")
 
     def init_state(self, data):
         super().init_state(data)
+        self.conf = self.w.clone()  # PRODEN's confidences, uniform over the candidates at the start
         self.queue_logp = None  # allocated at the first step, when the batch size is known
         self.queue_S = None
         self.queue_len = 0  # a Python int: reading a device scalar would sync every step
@@ -148,3 +180,31 @@ class Solar(PseudoLabelPLL):
             self.queue_S = torch.cat([S[:k], self.queue_S[:size - k]])
             self.queue_len = min(self.queue_len + k, size)
         return w
+
+    def select(self, *, loss, w, probs, epoch):
+        if not self.hp.selection:
+            return torch.ones(w.shape[0], dtype=torch.bool, device=w.device)
+        return solar_selection(loss=loss, w=w, probs=probs, r=self.r, rho=self.rho(epoch), tau=self.hp.tau)
+
+    def loss(self, model, data, idx, epoch):
+        hp = self.hp
+        x, S = data.x[idx], data.weak["S"][idx]
+        x_weak = weak_augment(x, flip=hp.flip)
+        logp = F.log_softmax(model(x_weak).float(), dim=1)
+        logp_d = logp.detach()
+        with self._timer:
+            w = self.pseudo_labels(logp=logp_d, S=S, r=self.label_prior(epoch), idx=idx)
+        self.w[idx] = w
+        rn = -(self.conf[idx] * logp).sum(1)  # PRODEN loss with the stored confidences
+        self.conf[idx] = proden_pseudo_labels(probs=logp_d.exp(), S=S)
+        stage = self.stage_epoch(epoch)
+        sel = self.select(loss=-(w * logp_d).sum(1), w=w, probs=logp_d.exp(), epoch=epoch)
+        if stage < 1 or not bool(sel.any()):
+            self.selected[idx] = False
+            return rn.mean()
+        self.selected[idx] = sel
+        eta = hp.eta * ramp(epoch=stage, length=hp.ramp_epochs)
+        reliable = -(w[sel] * logp[sel]).sum(1).mean()
+        reliable = reliable + self.extras(model, x=x, x_weak=x_weak, w_sel=w[sel], sel=sel, symmetric_mix=False)
+        unreliable = rn[~sel].mean() if bool((~sel).any()) else torch.zeros((), device=x.device)
+        return eta * reliable + (1 - eta) * unreliable

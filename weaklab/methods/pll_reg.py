@@ -7,14 +7,16 @@ pseudo labels, ``r`` the estimated class prior, ``lambda`` (``hp.lam``), ``M``, 
 Per step (Algorithm 1): predict ``f`` on a weakly augmented batch, pseudo labels in closed
 form by eq. 5, per-class small-loss selection (sec. 2.4), then cross-entropy with ``w`` +
 consistency loss (strong view against ``w``) + mixup loss (Beta(4, 4)), the last two on
-the selected samples. Per epoch: the prior ``r`` moves by eq. 6. A pre-estimation stage
-(sec. 3.1) trains ``hp.pre_epochs`` epochs only to estimate ``r`` (moving-average weight
-``hp.mu_pre``; the pseudo labels meanwhile use a uniform prior), then asks the engine to
-re-initialise the network and optimizer and goes on with ``r`` (weight ``hp.mu``).
+the selected samples. Per epoch: the prior ``r`` moves by eq. 6 (see :func:`update_prior`
+for which side ``mu`` weighs). The prior schedule (:class:`PriorPLLHparams`) is shared with
+Solar: a pre-estimation stage of ``hp.pre_epochs`` epochs (old-prior weight ``hp.mu_pre``),
+then ``hp.mu``; after the stage the network is either kept (``hp.reinit = False``) or
+re-initialised as in sec. 3.1, optionally with a warm-up (``hp.warmup_epochs``).
 
 The shared machinery (:class:`PseudoLabelPLL`) also serves the baselines of
-``baselines_pll.py`` (PRODEN, CC, Solar), which differ only in how ``w`` is computed (and,
-for CC, in the main loss), so the ablation switches and the cost measurement
+``baselines_pll.py`` (PRODEN, CC, Solar), which differ in how ``w`` is computed (and,
+for CC, in the main loss; Solar has its own selection and loss weighting), so the ablation
+switches, the prior schedule and the cost measurement
 (``label_update_s``: seconds per epoch spent computing pseudo labels and updating ``r``,
 timed with CUDA events on GPU) are the same for all of them.
 
@@ -23,8 +25,8 @@ Interpretation choices where the paper is silent (see the report of issue #4):
   consistency and mixup losses, as sec. 2.4 says ("select small loss samples ... to
   perform consistency loss and mixup"); all three losses have weight 1;
 - ``P`` of eq. 6 is the network's prediction restricted to the candidates (the argmax of
-  ``S_ij f_ij``), recorded for each sample when it is seen during the epoch, so the prior
-  update needs no extra pass over the training set;
+  ``S_ij f_ij``) from one eval-mode pass over the unaugmented training set at the end of
+  each epoch, as Solar's code estimates it;
 - the selection quota is ``min(|B_k|, ceil(rho |B|))`` as written (``select_per="batch"``);
   ``select_per="class"`` uses ``ceil(rho |B_k|)`` instead.
 """
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from weaklab.augment import mixup, strong_augment, weak_augment
+from weaklab.augment import strong_augment, weak_augment
 from weaklab.methods import Method, register_method
 from weaklab.registry import check
 
@@ -50,15 +52,37 @@ Tensor = torch.Tensor
 def regularized_pseudo_labels(*, logp: Tensor, S: Tensor, r: Tensor, lam: float, M: float) -> Tensor:
     """Eq. 5: ``w_ij = S_ij f_ij^lam r_j^-M / sum_j S_ij f_ij^lam r_j^-M``, the closed-form
     minimiser of eq. 2 under constraints 3-4, computed as a masked softmax of
-    ``lam log f - M log r`` (log space keeps ``f^lam`` finite for large lam)."""
+    ``lam log f - M log r`` (log space keeps ``f^lam`` finite for large lam).
+
+    Fixed point: when the network fits ``w`` and eq. 5 is applied again, the log-pseudo-labels
+    evolve as ``g <- lam g`` with ``g = log f - M/(lam - 1) log r``, so for lam > 1 they settle
+    on ``argmax_j S_ij f0_ij r_j^(-M/(lam-1))``, which on the diagonal ``M = lam - 1`` is the
+    prior-corrected (balanced) posterior ``f0 / r``. For lam = 1 and M > 0 there is no fixed
+    point: each round multiplies ``f`` by ``r^-M``, so ``w`` drifts to each sample's rarest candidate.
+    """
     z = lam * logp - M * torch.log(r.clamp_min(1e-12))[None, :]
     return torch.softmax(z.masked_fill(S <= 0, float("-inf")), dim=1)
 
 
 def update_prior(*, r: Tensor, pred: Tensor, mu: float) -> Tensor:
-    """Eq. 6: ``r_j <- mu r_j + (1 - mu) (1/n) sum_i 1[j = argmax_j P_ij]``; ``pred`` holds the argmax per sample."""
-    counts = torch.bincount(pred, minlength=r.shape[0]).to(r.dtype)
-    return mu * r + (1 - mu) * counts / counts.sum().clamp_min(1)
+    """Eq. 6 as printed: ``r_j <- mu r_j + (1 - mu) rhat_j``, where ``mu`` weighs the OLD prior
+    and ``rhat`` is this epoch's share of samples whose candidate-restricted argmax is ``j``.
+
+    Convention: the paper prints eq. 6 with ``mu`` on the old prior but quotes Solar's values
+    (0.1 / 0.05, then 0.01), which in Solar's code weigh the NEW estimate
+    (``emp_dist = new * gamma + old * (1 - gamma)``). We keep the printed equation and
+    translate the values, so the defaults and presets put 0.9 (0.95) and then 0.99 on the old
+    prior: Solar's values in Solar's meaning. ``rhat`` uses add-one (Laplace) counts,
+    ``(count_j + 1) / (n + c)``: a class nobody predicts then keeps ``r_j >= min(r_j(0), 1/(n + c))``
+    instead of decaying geometrically to zero (which would make ``r_j^-M`` explode).
+    """
+    counts = torch.bincount(pred, minlength=r.shape[0]).to(r.dtype) + 1.0
+    return mu * r + (1 - mu) * counts / counts.sum()
+
+
+def ramp(*, epoch: int, length: int) -> float:
+    """Linear ramp 0 -> 1 over ``length`` epochs (1 from the start when ``length`` is 0)."""
+    return 1.0 if length <= 0 else min(1.0, epoch / length)
 
 
 def rho_at(*, epoch: int, rho_start: float, rho_end: float, ramp_epochs: int) -> float:
@@ -68,28 +92,35 @@ def rho_at(*, epoch: int, rho_start: float, rho_end: float, ramp_epochs: int) ->
     return rho_start + (rho_end - rho_start) * min(1.0, epoch / ramp_epochs)
 
 
-def small_loss_selection(*, loss: Tensor, w: Tensor, rho: float, per: str = "batch") -> Tensor:
-    """Sec. 2.4: ``B_k = {i : argmax_j w_ij = k}``; in each ``B_k`` keep the
-    ``min(|B_k|, ceil(rho |B|))`` samples of smallest loss (``per="class"``: ``ceil(rho |B_k|)``).
+def select_by_quota(*, loss: Tensor, cls: Tensor, quota: Tensor) -> Tensor:
+    """In each class ``k`` (samples with ``cls == k``) keep the ``quota[k]`` samples of smallest loss.
 
     Vectorised: sort by loss, then stably by class, so each class is a run ordered by loss
     and a sample's rank in its class is its position minus the run's start.
     """
-    B, c = w.shape
-    cls = w.argmax(1)
+    B, c = loss.shape[0], quota.shape[0]
     order = torch.argsort(loss, stable=True)
     order = order[torch.argsort(cls[order], stable=True)]
     cls_sorted = cls[order]
     counts = torch.bincount(cls, minlength=c)
     starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(B, device=w.device) - starts[cls_sorted]
+    rank = torch.arange(B, device=loss.device) - starts[cls_sorted]
+    selected = torch.zeros(B, dtype=torch.bool, device=loss.device)
+    selected[order] = rank < quota[cls_sorted]
+    return selected
+
+
+def small_loss_selection(*, loss: Tensor, w: Tensor, rho: float, per: str = "batch") -> Tensor:
+    """Sec. 2.4: ``B_k = {i : argmax_j w_ij = k}``; in each ``B_k`` keep the
+    ``min(|B_k|, ceil(rho |B|))`` samples of smallest loss (``per="class"``: ``ceil(rho |B_k|)``).
+    The quota binds only for classes holding more than a ``rho`` share of the batch."""
+    B, c = w.shape
+    cls = w.argmax(1)
     if per == "batch":
         quota = torch.full((c,), math.ceil(rho * B - 1e-9), device=w.device, dtype=torch.long)
     else:
-        quota = torch.ceil(rho * counts.double() - 1e-9).long()
-    selected = torch.zeros(B, dtype=torch.bool, device=w.device)
-    selected[order] = rank < quota[cls_sorted]
-    return selected
+        quota = torch.ceil(rho * torch.bincount(cls, minlength=c).double() - 1e-9).long()
+    return select_by_quota(loss=loss, cls=cls, quota=quota)
 
 
 class Stopwatch:
@@ -163,20 +194,42 @@ class PLLHparams:
 
 @dataclass(frozen=True)
 class PriorPLLHparams(PLLHparams):
-    """Adds the estimated class prior r (eq. 6) and the pre-estimation stage (sec. 3.1)."""
+    """Adds the estimated class prior r (eq. 6) and its schedule, shared by pll-reg and Solar:
+    a pre-estimation stage (sec. 3.1; Solar's ``est_epochs``), then either no re-initialisation
+    or a re-initialisation of the network (the paper's), optionally with a warm-up."""
 
-    mu: float = 0.01
-    """moving-average weight of the old r in eq. 6 after the pre-estimation stage (paper: 0.01)"""
-    mu_pre: float = 0.1
-    """mu during the pre-estimation stage (paper: 0.1 CIFAR-10-LT, 0.05 CIFAR-100-LT)"""
+    mu: float = 0.99
+    """weight of the OLD prior in eq. 6 after the pre-estimation stage (Solar's 0.01 on the new estimate)"""
+    mu_pre: float = 0.9
+    """weight of the old prior during the pre-estimation stage (Solar's 0.1 / 0.05 on the new: 0.9 / 0.95)"""
     pre_epochs: int = 0
-    """epochs of the pre-estimation stage, then the weights are re-initialised (paper: 100/20; 0 = none)"""
+    """epochs of the pre-estimation stage (paper: 100 CIFAR-10-LT, 20 CIFAR-100-LT; 0 = none)"""
+    reinit: bool = True
+    """re-initialise the network and optimizer after the pre-estimation stage, keeping r (paper: yes)"""
+    warmup_epochs: int = 0
+    """after a re-initialisation, pll-reg blends in the PRODEN loss with weight 1 - eta_t, eta_t
+    0 -> 1 over these epochs (0 = the paper's plain restart); Solar's own eta ramp uses ramp_epochs"""
+    oracle_prior: bool = False
+    """DIAGNOSTIC ONLY: use the true training class frequencies (hidden truth) as r, never updated;
+    isolates the label update from the prior estimate. Never part of a claim."""
 
     def __post_init__(self):
         super().__post_init__()
-        check(0.0 <= self.mu <= 1.0, "hp.mu", self.mu, "a moving-average weight mu in [0, 1]")
-        check(0.0 <= self.mu_pre <= 1.0, "hp.mu_pre", self.mu_pre, "a moving-average weight mu in [0, 1]")
+        check(0.0 <= self.mu < 1.0, "hp.mu", self.mu, "a weight of the old prior mu in [0, 1) (eq. 6)")
+        check(0.0 <= self.mu_pre < 1.0, "hp.mu_pre", self.mu_pre, "a weight of the old prior mu in [0, 1) (eq. 6)")
         check(self.pre_epochs >= 0, "hp.pre_epochs", self.pre_epochs, "an integer >= 0 (0 = no pre-estimation)")
+        check(isinstance(self.reinit, bool), "hp.reinit", self.reinit, "true or false")
+        check(self.warmup_epochs >= 0, "hp.warmup_epochs", self.warmup_epochs, "an integer >= 0")
+        check(isinstance(self.oracle_prior, bool), "hp.oracle_prior", self.oracle_prior, "true or false")
+
+
+def check_prior_schedule(hp: PriorPLLHparams, train) -> None:
+    """Cross-checks against the training length (run before Ray by ``weaklab.study.expand``)."""
+    check(hp.pre_epochs < train.epochs, "hp.pre_epochs", hp.pre_epochs,
+          f"fewer epochs than training (train.epochs={train.epochs}): the prior is used after the stage")
+    second = train.epochs - hp.pre_epochs
+    check(hp.warmup_epochs <= second, "hp.warmup_epochs", hp.warmup_epochs,
+          f"at most the second stage's {second} epochs (train.epochs - hp.pre_epochs)")
 
 
 @dataclass(frozen=True)
@@ -202,10 +255,19 @@ class PseudoLabelPLL(Method):
     uses_prior = False
     state_keys = ("r", "w", "pred", "selected")
 
+    @classmethod
+    def check_trial(cls, hp, train) -> None:
+        """Checks needing the training config too (called before Ray)."""
+        if isinstance(hp, PriorPLLHparams):
+            check_prior_schedule(hp, train)
+
     def init_state(self, data):
         S = data.weak["S"].to(self.device).float()
         N, c = S.shape
         self.r = torch.full((c,), 1.0 / c, device=self.device)
+        if self.uses_prior and self.hp.oracle_prior:  # diagnostic arm: reads the hidden truth on purpose
+            y = data.hidden["y"].to(self.device)
+            self.r = torch.bincount(y, minlength=c).float() / len(y)
         self.w = S / S.sum(1, keepdim=True)
         self.pred = torch.full((N,), -1, dtype=torch.long, device=self.device)
         self.selected = torch.zeros(N, dtype=torch.bool, device=self.device)
@@ -216,10 +278,8 @@ class PseudoLabelPLL(Method):
         raise NotImplementedError
 
     def label_prior(self, epoch: int) -> Tensor:
-        """The prior the pseudo labels use: uniform during the pre-estimation stage, which only
-        estimates ``r`` ("run with this class prior" comes after it, sec. 3.1); ``r`` afterwards."""
-        if self.uses_prior and epoch < self.hp.pre_epochs:
-            return torch.full_like(self.r, 1.0 / self.r.shape[0])
+        """The prior the pseudo labels use: the running estimate ``r`` in both stages, as in
+        Solar's code (the pre-estimation stage runs the full method with the moving prior)."""
         return self.r
 
     def main_loss(self, *, logp: Tensor, w: Tensor, S: Tensor) -> Tensor:
@@ -227,14 +287,47 @@ class PseudoLabelPLL(Method):
         return -(w * logp).sum(1)
 
     # schedule
+    def restarted(self, epoch: int) -> bool:
+        """True in the second stage of a run that re-initialised the network after pre-estimation."""
+        return self.uses_prior and self.hp.reinit and 0 < self.hp.pre_epochs <= epoch
+
     def stage_epoch(self, epoch: int) -> int:
-        """Epoch counted from the start of the current stage (the rho ramp restarts after pre-estimation)."""
-        pre = getattr(self.hp, "pre_epochs", 0) if self.uses_prior else 0
-        return epoch - pre if epoch >= pre else epoch
+        """Epoch counted from the last (re)start of the network: the ramps restart with it."""
+        return epoch - self.hp.pre_epochs if self.restarted(epoch) else epoch
 
     def rho(self, epoch: int) -> float:
         return rho_at(epoch=self.stage_epoch(epoch), rho_start=self.hp.rho_start, rho_end=self.hp.rho_end,
                       ramp_epochs=self.hp.ramp_epochs)
+
+    def select(self, *, loss: Tensor, w: Tensor, probs: Tensor, epoch: int) -> Tensor:
+        """Sec. 2.4's per-class small-loss selection (every sample without ``hp.selection``)."""
+        if not self.hp.selection:
+            return torch.ones(w.shape[0], dtype=torch.bool, device=w.device)
+        return small_loss_selection(loss=loss, w=w, rho=self.rho(epoch), per=self.hp.select_per)
+
+    def extras(self, model, *, x: Tensor, x_weak: Tensor, w_sel: Tensor, sel: Tensor, symmetric_mix: bool = True) -> Tensor:
+        """Consistency (strong view of the selected samples against ``w``) plus mixup of the
+        selected samples, in one forward pass. ``symmetric_mix=False`` draws Solar's
+        ``max(l, 1 - l)`` so each mixed input is dominated by its own sample."""
+        hp = self.hp
+        total = torch.zeros((), device=x.device)
+        if not (hp.consistency or hp.mixup) or not bool(sel.any()):
+            return total
+        inputs, targets = [], []
+        if hp.consistency:
+            inputs.append(strong_augment(x[sel], flip=hp.flip))
+            targets.append(w_sel)
+        if hp.mixup:
+            l = float(self.rng.beta(hp.mix_alpha, hp.mix_alpha))
+            l = l if symmetric_mix else max(l, 1 - l)
+            perm = torch.randperm(w_sel.shape[0], device=x.device)
+            xs = x_weak[sel]
+            inputs.append(l * xs + (1 - l) * xs[perm])
+            targets.append(l * w_sel + (1 - l) * w_sel[perm])
+        out = F.log_softmax(model(torch.cat(inputs)).float(), dim=1)
+        for part, target in zip(out.split([t.shape[0] for t in targets]), targets):
+            total = total + (-(target * part).sum(1)).mean()
+        return total
 
     def loss(self, model, data, idx, epoch):
         hp = self.hp
@@ -245,43 +338,49 @@ class PseudoLabelPLL(Method):
         with self._timer:
             w = self.pseudo_labels(logp=logp_d, S=S, r=self.label_prior(epoch), idx=idx)
         self.w[idx] = w
-        self.pred[idx] = logp_d.masked_fill(S <= 0, float("-inf")).argmax(1)
-        per_sample = self.main_loss(logp=logp, w=w, S=S)
-        total = per_sample.mean()
-        if hp.selection:
-            sel = small_loss_selection(loss=-(w * logp_d).sum(1), w=w, rho=self.rho(epoch), per=hp.select_per)
-        else:
-            sel = torch.ones(len(idx), dtype=torch.bool, device=x.device)
+        total = self.main_loss(logp=logp, w=w, S=S).mean()
+        sel = self.select(loss=-(w * logp_d).sum(1), w=w, probs=logp_d.exp(), epoch=epoch)
         self.selected[idx] = sel
-        if not (hp.consistency or hp.mixup):
-            return total
-        # one forward pass for the strong views and the mixed inputs of the selected samples
-        w_sel = w[sel]
-        inputs, targets = [], []
-        if hp.consistency:
-            inputs.append(strong_augment(x[sel], flip=hp.flip))
-            targets.append(w_sel)
-        if hp.mixup:
-            x_mix, w_mix, _ = mixup(x_weak[sel], w_sel, alpha=hp.mix_alpha, rng=self.rng)
-            inputs.append(x_mix)
-            targets.append(w_mix)
-        out = F.log_softmax(model(torch.cat(inputs)).float(), dim=1)
-        for part, target in zip(out.split([t.shape[0] for t in targets]), targets):
-            total = total + (-(target * part).sum(1)).mean()
+        total = total + self.extras(model, x=x, x_weak=x_weak, w_sel=w[sel], sel=sel)
+        eta_t = self.warmup_weight(epoch)
+        if eta_t < 1.0:  # warm-up after a restart: PRODEN's loss (eq. 1) carries the fresh network
+            w_pro = regularized_pseudo_labels(logp=logp_d, S=S, r=self.r, lam=1.0, M=0.0)
+            total = eta_t * total + (1 - eta_t) * (-(w_pro * logp).sum(1)).mean()
         return total
+
+    def warmup_weight(self, epoch: int) -> float:
+        """eta_t of the warm-up after a re-initialisation (1 outside it)."""
+        if not self.restarted(epoch) or self.hp.warmup_epochs <= 0:
+            return 1.0
+        return ramp(epoch=epoch - self.hp.pre_epochs, length=self.hp.warmup_epochs)
+
+    @torch.no_grad()
+    def candidate_argmax(self, model, data, batch_size: int = 1024) -> Tensor:
+        """``argmax_j S_ij f_ij`` over the whole training set in eval mode, unaugmented (Solar's
+        ``estimate_empirical_distribution``): the ``P`` of eq. 6."""
+        was_training = model.training
+        model.eval()
+        S = data.weak["S"]
+        out = []
+        for i in range(0, data.n, batch_size):
+            logits = model(data.x[i:i + batch_size]).float()
+            out.append(logits.masked_fill(S[i:i + batch_size] <= 0, float("-inf")).argmax(1))
+        model.train(was_training)
+        return torch.cat(out)
 
     def end_epoch(self, model, data, epoch):
         t0 = time.perf_counter()
         out: dict[str, float] = {}
         if self.uses_prior:
             pre = self.hp.pre_epochs
-            mu = self.hp.mu_pre if epoch < pre else self.hp.mu
-            seen = self.pred >= 0
-            self.r = update_prior(r=self.r, pred=self.pred[seen], mu=mu)
-            if pre > 0 and epoch == pre - 1:
+            self.pred = self.candidate_argmax(model, data)
+            if not self.hp.oracle_prior:
+                self.r = update_prior(r=self.r, pred=self.pred, mu=self.hp.mu_pre if epoch < pre else self.hp.mu)
+            if self.hp.reinit and pre > 0 and epoch == pre - 1:
                 self.reinit_requested = True  # sec. 3.1: keep r, restart the network
             out["stage"] = float(epoch >= pre)
             out["prior_ratio"] = float(self.r.max() / self.r.min().clamp_min(1e-12))
+            out["warmup_eta"] = self.warmup_weight(epoch)
         prior_s = time.perf_counter() - t0
         out["label_update_s"] = self._timer.pop() + prior_s
         out["prior_update_s"] = prior_s
@@ -305,6 +404,7 @@ class PLLReg(PseudoLabelPLL):
     """Pseudo-label regularization (paper 001 eq. 5, prior by eq. 6, extras of sec. 2.4).
 
     A re-implementation from the paper. ``lam = 1, M = 0`` reduces eq. 5 to PRODEN's eq. 1.
+    See :func:`regularized_pseudo_labels` for why ``M = lam - 1`` is the natural diagonal.
     """
 
     name = "pll-reg"

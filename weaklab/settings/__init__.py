@@ -34,7 +34,7 @@ from weaklab.registry import ConfigError, Registry, import_submodules
 Tensor = torch.Tensor
 
 #: bump when a generator's output changes for the same parameters, so stale caches are ignored
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: partial-label class groups follow paper 001 (3/3/4)
 
 KINDS = ("noisy", "quantized", "partial", "bags", "multilabel")
 

@@ -20,7 +20,7 @@ import torch
 
 from weaklab.data import Dataset
 from weaklab.registry import ConfigError, check
-from weaklab.settings import WeakData, class_groups_by_count, clean_evals, register_setting
+from weaklab.settings import WeakData, clean_evals, register_setting
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,28 @@ class PartialParams:
         check(self.gamma >= 1, "setting.gamma", self.gamma, "an imbalance ratio n_1/n_L >= 1")
         check(0.0 <= self.psi <= 1.0, "setting.psi", self.psi, "a flipping probability in [0, 1]")
         check(isinstance(self.hierarchical, bool), "setting.hierarchical", self.hierarchical, "true or false")
+
+
+def many_medium_few(counts) -> torch.Tensor:
+    """Paper 001's class groups (sec. 4.1 / Table 3, the one definition every method and the
+    analysis use): classes sorted by training count, descending (ties by class index), Many =
+    ranks ``1..floor(c/3)``, Few = ranks ``floor(2c/3)+1..c``, Medium the rest: 3/3/4 for
+    c = 10, 33/33/34 for c = 100. Returns the group (0 many, 1 medium, 2 few) of each class.
+
+    (Solar's code uses 3/4/3 and 66/68/66 instead; we follow paper 001's text.)
+    """
+    counts = torch.as_tensor(np.asarray(counts))
+    c = len(counts)
+    many, medium_end = c // 3, (2 * c) // 3
+    if many == 0 or medium_end == many or medium_end == c:
+        raise ConfigError(f"class groups: {c} classes leave a Many/Medium/Few group empty "
+                          f"(paper 001 splits at floor(c/3) and floor(2c/3)); use a dataset with >= 3 classes")
+    order = torch.argsort(counts, descending=True, stable=True)
+    groups = torch.empty(c, dtype=torch.int64)
+    groups[order[:many]] = 0
+    groups[order[many:medium_end]] = 1
+    groups[order[medium_end:]] = 2
+    return groups
 
 
 def long_tail_sizes(*, n_max: int, gamma: float, num_classes: int) -> np.ndarray:
@@ -77,6 +99,7 @@ def partial_labels(data: Dataset, params: PartialParams, rng: np.random.Generato
     """Long-tailed training set with uniform (or within-superclass) candidate label sets (paper 001 sec. 3.1)."""
     K = data.num_classes
     check(not data.multilabel, "dataset", data.name, "a single-label dataset for setting 'partial'")
+    check(K >= 3, "dataset", data.name, f"a dataset with >= 3 classes for Many/Medium/Few (it has {K}: a group would be empty)")
     superclass = None
     if params.hierarchical:
         if data.superclass is None:
@@ -96,7 +119,7 @@ def partial_labels(data: Dataset, params: PartialParams, rng: np.random.Generato
         weak={"S": torch.from_numpy(S)},
         hidden={"y": torch.from_numpy(y.astype(np.int64))},
         evals=clean_evals(data),
-        class_groups=class_groups_by_count(counts),
+        class_groups=many_medium_few(counts),
         info={"flip_rate": float(wrong_in / max(eligible.sum(), 1)), "avg_candidates": float(S.sum(1).mean()),
               "n_train": float(len(y)), "n_max": float(counts.max()), "n_min": float(counts.min()),
               "realised_gamma": float(counts.max() / max(counts.min(), 1))},
