@@ -102,19 +102,21 @@ def test_a_set_hyperparameter_of_one_arm_is_fixed_there_and_its_search_goes():
 
 
 def test_a_finite_space_is_never_sampled_twice_and_its_share_moves_on():
-    # qll-compare: ce, gce, sce, cpu search only lr in {0.1, 0.3} per mix type; bootstrap and
-    # JS also a continuous beta / pi1. 40 configurations: the small spaces run whole.
+    # qll-compare: GCE searches lr in {0.01, 0.1} per mix type (a finite space of 2),
+    # Bootstrap and JS a beta / pi1; the other arms search nothing and run once per seed.
+    # 40 configurations: the small spaces run whole, the rest of the share moves on.
     study, configs = prepare("qll-compare", seeds=2, build_data=False)
     units = search_units(study, arm_configs(study, None, None, configs))
     shares = split_samples(units, 40)
     assert sum(shares) == 40 and all(sh == 2 for u, sh in zip(units, shares) if u.size == 2)
+    fixed = sum(1 for u in units if not u.distributions)
     s = make_searcher(study, configs, RunOptions(search="optuna", num_samples=40, sampler="random"), experiment="q",
                       resume=False)
     handed, _ = _drive(s)
     trials = pd.DataFrame([{**c["trial"], "group": c["group"]} for c in handed])
     keys = [k for k in trials.columns if k not in ("seed", "group")]
     assert not trials.duplicated(keys + ["seed"]).any()
-    assert trials.groupby("group").ngroups == 40 and len(trials) == 80
+    assert trials.groupby("group").ngroups == 40 + fixed and len(trials) == 2 * (40 + fixed)
 
 
 @pytest.mark.parametrize("sampler", ["random", "cmaes", "qmc"])
