@@ -101,26 +101,31 @@ def _size(dist) -> int | None:
 
 def arm_configs(study, sets: dict[str, Any] | None, data_root: str | None,
                 configs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """``configs`` (an ``expand`` of ``study``, possibly phase-tagged or at fewer seeds)
-    split by arm: arms may share a label (pll-lambda-m), so the split comes from expanding
-    each arm alone with the same ``--set`` values, in ``expand``'s arm-major order."""
+    """``configs`` (an ``expand`` of ``study``, possibly phase-tagged, at fewer seeds, or
+    only some arms) split by arm: arms may share a label (pll-lambda-m), so the split
+    comes from expanding each arm alone with the same ``--set`` values."""
     import dataclasses
 
     from weaklab.study import expand
 
     from weaklab.methods import METHODS
 
+    def key(c: dict[str, Any]) -> str:
+        return repr(sorted((k, repr(v)) for k, v in c.items() if k != "phase"))
+
     seeds = sorted({c["seed"] for c in configs})
-    out, start = [], 0
+    out, assigned = [], set()
     for arm in study.arms:
         # an hp.* --set of another arm's method is not this arm's (expand skips it there too)
         fields = {f.name for f in dataclasses.fields(METHODS.get(arm.method).Hparams)}
         own = {k: v for k, v in (sets or {}).items() if not k.startswith("hp.") or k[3:] in fields}
-        n = len(expand(dataclasses.replace(study, arms=(arm,)), sets=own, data_root=data_root, seeds=seeds))
-        out.append(configs[start:start + n])
-        start += n
-    if start != len(configs):
-        raise RuntimeError(f"arm split of {len(configs)} configs found {start}")
+        mine = {key(c) for c in expand(dataclasses.replace(study, arms=(arm,)), sets=own, data_root=data_root,
+                                       seeds=seeds)}
+        # matched by content: a select phase may hold only the arms that have a choice to make
+        out.append([c for c in configs if key(c) in mine])
+        assigned |= mine
+    if any(key(c) not in assigned for c in configs):
+        raise RuntimeError(f"arm split: a config of {len(configs)} belongs to no arm of study {study.name!r}")
     return out
 
 
