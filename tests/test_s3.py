@@ -87,15 +87,16 @@ def test_study_on_s3_killed_in_its_final_phase_resumes_and_reports(s3_env, tmp_p
     storage, study_dir = f"{results}/tune", f"{results}/{study}"
     fs, tune_root = store.filesystem(storage)
     exp_path = f"{tune_root}/{study}-final"
-    # select: 1 trial (seed 0); final: 3 seeds, 2 at a time on 2 CPUs
-    kw = dict(study=study, lrs=(1e-3,), seeds=3, select=True, results=results, epochs=EPOCHS)
+    # select: 2 trials (two lrs at seed 0; an arm with one grid point skips the select
+    # phase); final: 3 seeds at the chosen lr, 2 at a time on 2 CPUs
+    kw = dict(study=study, lrs=(1e-3, 2e-3), seeds=3, select=True, results=results, epochs=EPOCHS)
     t0 = time.perf_counter()
     proc = driver(tmp_path, "--storage", storage, env={**s3_env, "TUNE_GLOBAL_CHECKPOINT_S": "0"}, **kw)
     # the select trial is stored before the final phase's state exists
-    snapshot, lagging = kill_when_state_lags(proc, fs, exp_path, study_dir, min_stored=1, epochs=EPOCHS)
+    snapshot, lagging = kill_when_state_lags(proc, fs, exp_path, study_dir, min_stored=2, epochs=EPOCHS)
     killed_s = time.perf_counter() - t0
     before = store.load_study(study_dir)[0]
-    assert (before["phase"] == "select").sum() == 1 and len(before) < 4 and lagging not in set(before["trial_id"])
+    assert (before["phase"] == "select").sum() == 2 and len(before) < 5 and lagging not in set(before["trial_id"])
     put_back(fs, snapshot[0], snapshot[1])
     trial_path = trial_folder(fs, exp_path, lagging)
     resume_from = newest_checkpoint_epoch(fs, trial_path)
@@ -108,20 +109,20 @@ def test_study_on_s3_killed_in_its_final_phase_resumes_and_reports(s3_env, tmp_p
     resumed_s = time.perf_counter() - t1
     assert rc == 0, f"--resume failed:\n{out[-3000:]}\n{err[-3000:]}"
     rows, epochs = store.load_study(study_dir)
-    assert rows["trial_id"].is_unique and rows["phase"].value_counts().to_dict() == {"final": 3, "select": 1}
+    assert rows["trial_id"].is_unique and rows["phase"].value_counts().to_dict() == {"final": 3, "select": 2}
     assert (rows["status"] == "completed").all() and (rows["epochs"] == EPOCHS).all()
-    assert not epochs.duplicated(["trial_id", "epoch"]).any() and len(epochs) == 4 * EPOCHS
+    assert not epochs.duplicated(["trial_id", "epoch"]).any() and len(epochs) == 5 * EPOCHS
     restored = restored_epochs(fs, trial_path)
     assert restored and restored[0] == resume_from + 1, (lagging, resume_from, restored)
     # any Parquet reader with S3 access opens the folder whole
-    assert len(pd.read_parquet(f"{study_dir}/trials")) == 4
+    assert len(pd.read_parquet(f"{study_dir}/trials")) == 5
 
     monkeypatch.chdir(tmp_path)
     assert main(["report", study_dir]) == 0
     report = tmp_path / "reports" / study / "report.md"
     assert report.exists() and f"Source: `{study_dir}`" in report.read_text()
     with capsys.disabled():
-        print(f"\ns3 test: killed at {killed_s:.0f} s with {len(before)}/4 trials stored "
+        print(f"\ns3 test: killed at {killed_s:.0f} s with {len(before)}/5 trials stored "
               f"({lagging} at checkpoint {snapshot[2][lagging][2]} in the kept state, epoch {resume_from} in its newest "
               f"checkpoint); --resume took {resumed_s:.0f} s, restored it at epoch {restored[0]}; "
               f"{len(rows)} trial rows, {len(epochs)} epoch rows on s3; report from s3: {report}")
