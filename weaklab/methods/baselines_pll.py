@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from weaklab.augment import weak_augment
 from weaklab.methods import register_method
 from weaklab.methods.pll_reg import PLLHparams, PriorPLLHparams, PseudoLabelPLL, ramp, select_by_quota
 from weaklab.registry import check
@@ -188,13 +187,7 @@ class Solar(PseudoLabelPLL):
 
     def loss(self, model, data, idx, epoch):
         hp = self.hp
-        x, S = data.x[idx], data.weak["S"][idx]
-        x_weak = weak_augment(x, flip=hp.flip)
-        logp = F.log_softmax(model(x_weak).float(), dim=1)
-        logp_d = logp.detach()
-        with self._timer:
-            w = self.pseudo_labels(logp=logp_d, S=S, r=self.label_prior(epoch), idx=idx)
-        self.w[idx] = w
+        x, S, x_weak, logp, logp_d, w = self.label_batch(model, data, idx, epoch)
         rn = -(self.conf[idx] * logp).sum(1)  # PRODEN loss with the stored confidences
         self.conf[idx] = proden_pseudo_labels(probs=logp_d.exp(), S=S)
         stage = self.stage_epoch(epoch)

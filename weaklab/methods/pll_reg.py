@@ -329,15 +329,20 @@ class PseudoLabelPLL(Method):
             total = total + (-(target * part).sum(1)).mean()
         return total
 
-    def loss(self, model, data, idx, epoch):
-        hp = self.hp
+    def label_batch(self, model, data, idx, epoch):
+        """The batch's weak view and log-probabilities, and its pseudo labels (timed as the
+        label update, stored in ``self.w``): the first step of every method's loss here."""
         x, S = data.x[idx], data.weak["S"][idx]
-        x_weak = weak_augment(x, flip=hp.flip)
+        x_weak = weak_augment(x, flip=self.hp.flip)
         logp = F.log_softmax(model(x_weak).float(), dim=1)
         logp_d = logp.detach()
         with self._timer:
             w = self.pseudo_labels(logp=logp_d, S=S, r=self.label_prior(epoch), idx=idx)
         self.w[idx] = w
+        return x, S, x_weak, logp, logp_d, w
+
+    def loss(self, model, data, idx, epoch):
+        x, S, x_weak, logp, logp_d, w = self.label_batch(model, data, idx, epoch)
         total = self.main_loss(logp=logp, w=w, S=S).mean()
         sel = self.select(loss=-(w * logp_d).sum(1), w=w, probs=logp_d.exp(), epoch=epoch)
         self.selected[idx] = sel
