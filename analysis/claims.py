@@ -265,6 +265,20 @@ def claims_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+#: the claims table's text columns: an empty one (a flat claim's ``worse``, a missing
+#: detail) must stay "" when claims.csv is read back, not become pandas' NaN
+TEXT_COLUMNS = ("claim", "kind", "slice", "better", "worse", "metric", "paper_effect", "verdict", "detail")
+
+
+def read_claims(path) -> pd.DataFrame:
+    """``claims.csv`` as written by the report, text columns as text."""
+    table = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False)
+    for c in table.columns:
+        if c not in TEXT_COLUMNS:
+            table[c] = pd.to_numeric(table[c].replace("", float("nan")))
+    return table
+
+
 def claims_terminal(table: pd.DataFrame) -> str:
     """A compact fixed-width table for the terminal."""
     if table.empty:

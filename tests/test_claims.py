@@ -219,3 +219,24 @@ def test_report_on_a_folder_without_parquet_is_one_line_exit_2(tmp_path, capsys)
     assert main(["report", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing" in err[0]
+
+
+def test_claims_csv_round_trip_keeps_empty_text_for_a_flat_claim(tmp_path):
+    """A flat claim has no ``worse`` arm: read back from claims.csv it must print as '-',
+    not crash the terminal table (pandas reads an empty cell as NaN)."""
+    from analysis.claims import claims_markdown, claims_terminal, read_claims
+
+    table = pd.DataFrame([
+        {"claim": "cpu flat", "kind": "flat", "slice": "all", "better": "cpu", "worse": "", "metric": "best.test_acc",
+         "n_pairs": 5, "effect": 0.02, "ci_low": 0.01, "ci_high": 0.03, "p_value": float("nan"),
+         "paper_effect": "", "verdict": "holds", "detail": ""},
+        {"claim": "cpu>ce", "kind": "beats", "slice": "setting.mix=mixup", "better": "cpu", "worse": "ce",
+         "metric": "best.test_acc", "n_pairs": 5, "effect": 0.01, "ci_low": -0.01, "ci_high": 0.02, "p_value": 0.2,
+         "paper_effect": "+8.0", "verdict": "not significant", "detail": "better at hp.lr=0.1"}], columns=COLUMNS)
+    table.to_csv(tmp_path / "claims.csv", index=False)
+    back = read_claims(tmp_path / "claims.csv")
+    assert back.loc[0, "worse"] == "" and back.loc[1, "worse"] == "ce"
+    assert back["p_value"].isna().tolist() == [True, False]
+    text = claims_terminal(back)
+    assert "cpu flat" in text and "not significant" in text
+    assert "| cpu flat | all | cpu | - |" in claims_markdown(back)

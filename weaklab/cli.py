@@ -68,13 +68,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _write_and_print_report(study_dir: str, out: str | None = None, check: bool = False) -> int:
     """Write the report, print its claims table; with ``check``, 1 when a claim is reversed."""
-    import pandas as pd
-
-    from analysis.claims import claims_terminal
+    from analysis.claims import claims_terminal, read_claims
     from analysis.report import CLAIMS_CSV, write_report
 
     path = write_report(*_report_location(study_dir, out))
-    claims = pd.read_csv(os.path.join(os.path.dirname(path), CLAIMS_CSV))
+    claims = read_claims(os.path.join(os.path.dirname(path), CLAIMS_CSV))
     print(claims_terminal(claims), flush=True)
     print(f"weaklab: report in {path}", flush=True)
     reversed_ = int((claims["verdict"] == "reversed").sum()) if len(claims) else 0
