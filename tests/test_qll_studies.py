@@ -137,6 +137,29 @@ def test_selection_uses_the_seed_mean_of_validation_not_seed_0():
     assert all(c["phase"] == "final" for c in chosen)
 
 
+def test_setting_keys_of_an_arm_are_conditions_not_choices(tmp_path):
+    """An arm whose grid varies only a setting (a baseline over noise types) has nothing to
+    select: it runs only in the final phase; an arm with a setting key of its own and a
+    hyperparameter chooses the hyperparameter per setting value."""
+    import pandas as pd
+
+    from weaklab.study import Arm, Study, hp_choices
+    from weaklab.tune.runner import _chosen_configs
+
+    study = Study(name="t", title="t", reproduces="t", setting="quantized", seeds=2, select_then_seeds=True,
+                  arms=(Arm("ce", grid={"setting.mix": ("mixup", "patchmix")}),
+                        Arm("js", grid={"setting.mix": ("mixup", "patchmix"), "hp.pi1": (0.1, 0.7)})))
+    assert [hp_choices(study, a) for a in study.arms] == [1, 2]
+    configs = expand(study)
+    best = {"mixup": 0.1, "patchmix": 0.7}
+    rows = [{"label": "js", "setting.mix": m, "hp.pi1": p, "seed": 0, "status": "completed",
+             "final.best_val_acc": 0.9 if best[m] == p else 0.5} for m in best for p in (0.1, 0.7)]
+    chosen = _chosen_configs(study, configs, pd.DataFrame(rows))
+    assert {(c["setting.mix"], c["hp.pi1"], c["seed"]) for c in chosen if c["label"] == "js"} == \
+        {(m, p, s) for m, p in best.items() for s in (0, 1)}
+    assert len([c for c in chosen if c["label"] == "ce"]) == 4
+
+
 def test_bad_select_seeds_and_layout_fail_before_ray():
     from weaklab.study import Arm, Study
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -175,6 +176,19 @@ class Study:
         if "fixed" in over:
             over["fixed"] = {**self.fixed, **over["fixed"]}
         return dataclasses.replace(self, **over)
+
+
+def is_condition(key: str, study: Study) -> bool:
+    """Whether grid ``key`` is one of the experiment's conditions (the study's grid, a
+    setting parameter: a noise type, a bag size), crossed with everything and never chosen,
+    rather than a hyperparameter an arm is compared at its best value of."""
+    return key in study.grid or key.startswith("setting.")
+
+
+def hp_choices(study: Study, arm: Arm) -> int:
+    """How many hyperparameter points ``arm`` chooses among per condition (1: nothing to
+    select; its seeds run once, in the final phase of a select-then-seeds study)."""
+    return math.prod(len(v) for k, v in arm.grid.items() if not is_condition(k, study))
 
 
 STUDIES: Registry[Study] = Registry("study")

@@ -295,11 +295,12 @@ def _run_select_then_seeds(study, configs, study_dir: str, opts: RunOptions, smo
     scored best on the seed-mean of ``study.metric`` per point of ``study.grid``. An arm
     with a single grid point has nothing to select and only runs in the final phase."""
     from weaklab import store
+    from weaklab.study import hp_choices
 
     base = study_dir_name(study.name, smoke)
     seeds = sorted({c["seed"] for c in configs})
     select_seeds = set(seeds[:max(1, min(study.select_seeds, len(seeds)))])
-    choosing = {a.label or a.method for a in study.arms if math.prod(len(v) for v in a.grid.values()) > 1}
+    choosing = {a.label or a.method for a in study.arms if hp_choices(study, a) > 1}
     select = [{**c, "phase": "select"} for c in configs if c["seed"] in select_seeds and c["label"] in choosing]
 
     def stored_phase(phase: str) -> int:
@@ -346,13 +347,21 @@ def _same(a, b) -> bool:
 
 def _chosen_configs(study, configs: list[dict[str, Any]], select_trials, sampled: bool = False) -> list[dict[str, Any]]:
     """The configs (all seeds) whose arm hyperparameters have the best seed-mean of
-    ``study.metric`` over the completed select trials, per arm and point of ``study.grid``;
-    every config of an arm with a single grid point (nothing to choose). ``sampled``:
+    ``study.metric`` over the completed select trials, per arm and condition (a point of
+    ``study.grid`` and of the arm's ``setting.*`` keys); every config of an arm with a
+    single hyperparameter point (nothing to choose). ``sampled``:
     Optuna's values are no grid points, so they replace the arm's searched keys, one
     config per seed."""
     import pandas as pd
 
+    from weaklab.study import hp_choices, is_condition
+
     metric = f"final.{study.metric}"
+    # arms sharing a label (two sweeps of one method) choose one point among them all
+    conditions = {(a.label or a.method): [*study.grid] for a in study.arms}
+    for a in study.arms:
+        conditions[a.label or a.method] += [k for k in a.grid if is_condition(k, study)
+                                            and k not in conditions[a.label or a.method]]
     sign = 1.0 if study.mode == "max" else -1.0
     best: dict[tuple, tuple[float, dict]] = {}
     rows = select_trials if select_trials is not None else pd.DataFrame()
@@ -360,12 +369,12 @@ def _chosen_configs(study, configs: list[dict[str, Any]], select_trials, sampled
         rows = rows[(rows["status"] == "completed") & rows[metric].notna()] if metric in rows else rows.iloc[:0]
     for arm in study.arms:
         label, keys = arm.label or arm.method, list(arm.grid)
-        if math.prod(len(v) for v in arm.grid.values()) <= 1 or not len(rows):
+        if hp_choices(study, arm) <= 1 or not len(rows):
             continue
         mine = rows[rows["label"] == label]
         groups: dict[tuple, list] = {}
         for _, row in mine.iterrows():
-            point = tuple(repr(_norm(row.get(k))) for k in study.grid)
+            point = tuple(repr(_norm(row.get(k))) for k in conditions[label])
             hp = tuple(repr(_norm(row.get(k))) for k in keys)
             groups.setdefault((point, hp), []).append(row)
         for (point, _), members in groups.items():
@@ -376,10 +385,10 @@ def _chosen_configs(study, configs: list[dict[str, Any]], select_trials, sampled
     out = []
     for c in configs:
         arm = next(a for a in study.arms if (a.label or a.method) == c["label"])
-        if math.prod(len(v) for v in arm.grid.values()) <= 1:
+        if hp_choices(study, arm) <= 1:
             out.append({**c, "phase": "final"})
             continue
-        chosen = best.get((c["label"], tuple(repr(_norm(c.get(k))) for k in study.grid)))
+        chosen = best.get((c["label"], tuple(repr(_norm(c.get(k))) for k in conditions[c["label"]])))
         if chosen is None:
             continue
         if sampled:

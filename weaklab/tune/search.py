@@ -66,9 +66,9 @@ class SearchUnit:
 
 
 def _is_condition(key: str, study) -> bool:
-    # the study's grid and setting.* keys are the experiment's conditions, crossed as in the
-    # grid study; hp.* and train.* keys of an arm's grid are what an arm tunes
-    return key in study.grid or key.startswith("setting.")
+    from weaklab.study import is_condition
+
+    return is_condition(key, study)
 
 
 def distributions(values: Sequence[Any]):
