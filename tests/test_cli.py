@@ -55,3 +55,64 @@ def test_studies_lists_every_study(capsys):
     out = capsys.readouterr().out.splitlines()
     assert len(out) == len(STUDIES.names())
     assert any(line.startswith("tau-sweep") for line in out)
+
+
+def test_readme_options_table_is_the_generated_one():
+    """The README's table of ``weaklab run``'s options is built from the same dataclass
+    fields as the parser: a new option without a README row fails here."""
+    import os
+
+    from weaklab.cli import options_table
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    assert options_table() in readme, "README's options table is stale; regenerate it with:\n" \
+        "python3 -c \"from weaklab.cli import options_table; print(options_table())\"\n" + options_table()
+
+
+def test_every_run_option_has_help_and_its_default_from_the_dataclass(monkeypatch):
+    import weaklab.tune.runner as runner
+    from weaklab.cli import run_options
+
+    assert all(o.help for o in run_options()), [o.flag for o in run_options() if not o.help]
+    seen = {}
+
+    def fake_run_study(plan, *, options):
+        seen["plan"], seen["options"] = plan, options
+        return "/nowhere"
+
+    monkeypatch.delenv("WEAKLAB_STORAGE", raising=False)
+    monkeypatch.setattr(runner, "run_study", fake_run_study)
+    assert main(["run", "tau-sweep", "--no-report"]) == 0
+    assert seen["options"] == runner.RunOptions()  # no default of its own in the parser
+    assert seen["plan"].planned_trials() == len(seen["plan"].configs)
+    assert main(["run", "tau-sweep", "--no-report", "--seeds", "2", "--set", "train.epochs=3",
+                 "--checkpoint-every-s", "0", "--max-concurrent", "2"]) == 0
+    assert seen["options"] == runner.RunOptions(checkpoint_every_s=0.0, max_concurrent=2)
+    assert {c["seed"] for c in seen["plan"].configs} == {0, 1}
+    assert {t.train.epochs for t in seen["plan"].trials} == {3}
+    monkeypatch.setenv("WEAKLAB_STORAGE", "/tmp/elsewhere")
+    assert runner.RunOptions().storage == "/tmp/elsewhere"
+
+
+@pytest.mark.parametrize("name", ["qll-compare", "balancemix-delta-alpha", "tau-sweep", "cpu-prior"])
+def test_planned_trials_is_what_the_runner_starts(name):
+    """`weaklab studies` and `weaklab run` print the count the runner starts: for a
+    select-then-seeds study, its select trials plus the final configs the runner picks from
+    them (here from select rows with random scores; arms sharing a label choose together)."""
+    import numpy as np
+    import pandas as pd
+
+    from weaklab.tune.runner import _chosen_configs, planned_final, prepare, split_select
+
+    plan = prepare(name, build_data=False)
+    study = plan.study
+    if not study.select_then_seeds:
+        assert plan.planned_trials() == len(plan.configs)
+        return
+    select, _ = split_select(study, plan.configs)
+    assert {c["seed"] for c in select} == set(range(min(study.select_seeds, study.seeds)))
+    rows = pd.DataFrame(select).assign(status="completed")
+    rows[f"final.{study.metric}"] = np.random.default_rng(0).random(len(rows))
+    final = _chosen_configs(study, plan.configs, rows)
+    assert planned_final(study, plan.configs) == len(final)
+    assert plan.planned_trials() == len(select) + len(final)

@@ -51,7 +51,8 @@ def _drive(searcher: ReplicateSearcher, *, concurrent: int = 2, stop_after: int 
 
 
 def _tau_searcher(num_samples, seeds=3, **kw):
-    study, configs = prepare("tau-sweep", seeds=seeds, build_data=False)
+    plan = prepare("tau-sweep", seeds=seeds, build_data=False)
+    study, configs = plan.study, plan.configs
     opts = RunOptions(search="optuna", num_samples=num_samples, **kw)
     return make_searcher(study, configs, opts, experiment="t", resume=False)
 
@@ -93,7 +94,8 @@ def test_twenty_samples_no_duplicates_every_seed_fixed_arm_once_per_seed():
 def test_a_set_hyperparameter_of_one_arm_is_fixed_there_and_its_search_goes():
     # --set hp.tau=2: tau (tau-sweep's only searched key, at S = 100) is no longer searched,
     # so heteroscedastic runs once per seed at tau = 2; homoscedastic has no tau
-    study, configs = prepare("tau-sweep", seeds=2, sets=["hp.tau=2"], build_data=False)
+    plan = prepare("tau-sweep", seeds=2, sets=["hp.tau=2"], build_data=False)
+    study, configs = plan.study, plan.configs
     s = make_searcher(study, configs, RunOptions(search="optuna"), experiment="s", resume=False,
                       sets={"hp.tau": "2"})
     trials = _check_replicates(_drive(s)[0], seeds=2)
@@ -105,7 +107,8 @@ def test_a_finite_space_is_never_sampled_twice_and_its_share_moves_on():
     # qll-compare: GCE searches lr in {0.01, 0.1} per mix type (a finite space of 2),
     # Bootstrap and JS a beta / pi1; the other arms search nothing and run once per seed.
     # 40 configurations: the small spaces run whole, the rest of the share moves on.
-    study, configs = prepare("qll-compare", seeds=2, build_data=False)
+    plan = prepare("qll-compare", seeds=2, build_data=False)
+    study, configs = plan.study, plan.configs
     units = search_units(study, arm_configs(study, None, None, configs))
     shares = split_samples(units, 40)
     assert sum(shares) == 40 and all(sh == 2 for u, sh in zip(units, shares) if u.size == 2)
@@ -303,7 +306,8 @@ def test_every_study_report_on_an_optuna_smoke_run(name, request, tmp_path):
     from weaklab.tune.runner import run_study
 
     discover()
-    study, configs = prepare(name, smoke=True, build_data=False)
+    plan = prepare(name, smoke=True, build_data=False)
+    study, configs = plan.study, plan.configs
     searcher = make_searcher(study, configs, RunOptions(search="optuna"), experiment="x", resume=False)
     if not searcher.studies:
         # nothing searched in this smoke study: the Optuna run is the grid run (each config

@@ -68,8 +68,11 @@ def test_paper_preset_recipe_and_one_epoch_on_fake_cifar10(tmp_path, study):
         assert (c["setting.psi"], c["setting.gamma"]) == (0.5, 100.0)
         assert {(x["hp.lam"], x["hp.M"]) for x in full if x["method"] == "pll-reg"} >= {(3.0, 2.0), (4.0, 3.0)}
     # a pre-estimation stage as long as training is refused before Ray
-    with pytest.raises(ConfigError, match="hp.pre_epochs"):
-        expand(s, data_root=root, seeds=[0], sets={"train.epochs": 1})
+    from weaklab.config import parse_trial
+    from weaklab.study import check_trials
+
+    with pytest.raises(ConfigError, match="hp.pre_epochs"):  # prepare's check, on the parsed trials
+        check_trials([parse_trial(c) for c in expand(s, data_root=root, seeds=[0], sets={"train.epochs": 1})])
     # one epoch at tiny width, as --set would lower it (no pre-estimation stage then)
     small = expand(s, data_root=root, seeds=[0], sets={"train.epochs": 1, "train.width": 0.0625, "hp.pre_epochs": 0})
     methods = ("pll-reg", "solar") if study == "pll-compare" else ("pll-reg",)

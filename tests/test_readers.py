@@ -20,7 +20,7 @@ import pytest
 from weaklab import store
 from weaklab.engine import run_trial
 from weaklab.study import STUDIES, discover
-from weaklab.tune.runner import _prepare
+from weaklab.tune.runner import prepare
 
 discover()
 NAMES = STUDIES.names()
@@ -44,8 +44,8 @@ def smoke_parquet(tmp_path_factory):
     root = tmp_path_factory.mktemp("readers")
     out = {}
     for name in NAMES:
-        study, configs, data = _prepare(name, smoke=True, dataset=None, data_root=None, seeds=None, sets=None,
-                                        build_data=True)
+        plan = prepare(name, smoke=True)
+        study, configs, data = plan.study, plan.configs, plan.data
         schema = store.study_schema(configs, data, study=study.name)
         study_dir = str(root / name)
         picked = {}

@@ -7,59 +7,113 @@ and what is allowed, exit status 2, before Ray starts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from weaklab.registry import ConfigError
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """A dataclass's attribute docstrings (the string under each field), one line each."""
+    import ast
+    import inspect
+    import textwrap
+
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    docs = {}
+    for field_node, doc in zip(body, body[1:]):
+        if (isinstance(field_node, ast.AnnAssign) and isinstance(field_node.target, ast.Name)
+                and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)
+                and isinstance(doc.value.value, str)):
+            docs[field_node.target.id] = " ".join(doc.value.value.split())
+    return docs
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One command-line option generated from a dataclass field."""
+
+    field: str
+    """the dataclass field it sets"""
+    flag: str
+    """``--name`` (the field's name with dashes, or its ``flag`` metadata)"""
+    metavar: str | None
+    """what follows the flag (None: a switch)"""
+    help: str
+    """the field's docstring"""
+    default: Any
+    """the field's default"""
+    kind: type
+    """bool (a switch), tuple (repeatable), or the value's type"""
+
+
+def options_of(cls: type) -> list[Option]:
+    """The options of ``cls``'s fields, in field order; a field with ``metadata={"cli": False}``
+    has none."""
+    import typing
+
+    hints, docs, out = typing.get_type_hints(cls), field_docs(cls), []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("cli", True) is False:
+            continue
+        typ = hints[f.name]
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        kind = bool if typ is bool else tuple if typing.get_origin(typ) is tuple else (args[0] if args else typ)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        metavar = None if kind is bool else f.metadata.get("metavar", f.name.upper())
+        out.append(Option(f.name, f.metadata.get("flag", "--" + f.name.replace("_", "-")), metavar,
+                          docs.get(f.name, ""), default, kind))
+    return out
+
+
+#: ``weaklab run``'s own switch, beside the study's and the run's dataclass fields
+NO_REPORT = Option("no_report", "--no-report", None, "do not write the report when the study ends", False, bool)
+
+
+def run_options() -> list[Option]:
+    """Every option of ``weaklab run`` (and ``python -m studies.NAME``), in help order."""
+    from weaklab.tune.runner import RunOptions, StudyArgs
+
+    return [*options_of(StudyArgs), *options_of(RunOptions), NO_REPORT]
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", help="dataset name (default: the study's; a paper dataset selects its preset)")
-    p.add_argument("--data-root", help="folder holding torchvision-format dataset files")
-    p.add_argument("--smoke", action="store_true", help="tiny version of the study (writes RESULTS/STUDY-smoke)")
-    p.add_argument("--seeds", type=int, help="number of seeds (default: the study's)")
-    p.add_argument("--results", default="results",
-                   help="results root: a folder or a URI, s3://bucket/prefix, gs://..., file://... (default: results/)")
-    p.add_argument("--address", help="join this Ray cluster ('auto' or host:port); default: start Ray locally")
-    p.add_argument("--storage", default=os.environ.get("WEAKLAB_STORAGE") or None,
-                   help="Tune experiment storage, a local path or a cloud URI (default $WEAKLAB_STORAGE, else RESULTS/_tune)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0,
-                   help="fraction in (0, 1] to pack trials on one GPU, or a whole number")
-    p.add_argument("--search", default="grid", help="grid (every point) or optuna")
-    p.add_argument("--num-samples", type=int,
-                   help="configurations sampled by --search optuna, split evenly over the arms with searched "
-                        "hyperparameters; each runs on every seed (default: as many as those arms' grid points)")
-    p.add_argument("--sampler", default="tpe", help="Optuna sampler of --search optuna: tpe, random, cmaes or qmc")
-    p.add_argument("--optuna-storage",
-                   help="Optuna storage for optuna-dashboard: sqlite:///study.db or a journal file (default: in memory)")
-    p.add_argument("--scheduler", default="none", help="none or asha (early-stop weak trials)")
-    p.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial from its checkpoint")
-    p.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
-    p.add_argument("--checkpoint-every-s", type=float, default=5.0,
-                   help="seconds between a trial's checkpoints (0: every epoch; the last epoch always saves)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted study (Tuner.restore)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="fix a setting.*, hp.* or train.* value for the whole study (repeatable)")
-    p.add_argument("--no-report", action="store_true", help="do not write the report when the study ends")
+    for o in run_options():
+        if o.kind is bool:
+            p.add_argument(o.flag, dest=o.field, action="store_true", help=o.help)
+        elif o.kind is tuple:
+            p.add_argument(o.flag, dest=o.field, action="append", default=[], metavar=o.metavar, help=o.help)
+        else:
+            # the parser's default stays None: the dataclass fills it in, so it lives in one place
+            shown = "" if o.default is None else f" (default: {o.default})"
+            p.add_argument(o.flag, dest=o.field, type=o.kind, metavar=o.metavar, help=o.help + shown)
+
+
+def options_table() -> str:
+    """The README's table of ``weaklab run``'s options, from the same fields as the parser."""
+    rows = ["| option | meaning | default |", "|---|---|---|"]
+    for o in run_options():
+        flag = o.flag if o.metavar is None else f"{o.flag} {o.metavar}"
+        default = "-" if o.default is None or o.default is False or o.default == () else f"`{o.default}`"
+        rows.append(f"| `{flag.replace('|', chr(92) + '|')}` | {o.help.replace('|', chr(92) + '|')} | {default} |")
+    return "\n".join(rows)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from weaklab.tune.runner import RunOptions, prepare, run_study
+    from weaklab.tune.runner import RunOptions, StudyArgs, prepare, run_study
 
-    opts = RunOptions(results=args.results, storage=args.storage, address=args.address,
-                      cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, search=args.search,
-                      num_samples=args.num_samples, sampler=args.sampler, optuna_storage=args.optuna_storage,
-                      scheduler=args.scheduler, max_failures=args.max_failures,
-                      max_concurrent=args.max_concurrent, checkpoint_every_s=args.checkpoint_every_s,
-                      resume=args.resume)
-    study, configs = prepare(args.study, smoke=args.smoke, dataset=args.dataset, data_root=args.data_root,
-                             seeds=args.seeds, sets=args.sets, build_data=False)
-    n = f"{len(configs)} trials" if args.search == "grid" else "an Optuna search, seeds as replicates"
-    print(f"weaklab: study {study.name} ({study.reproduces}) on {study.dataset}: {n}", flush=True)
-    study_dir = run_study(args.study, smoke=args.smoke, dataset=args.dataset, data_root=args.data_root,
-                          seeds=args.seeds, sets=args.sets, options=opts)
+    def given(cls):
+        return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+                if getattr(args, f.name, None) is not None}
+
+    opts = RunOptions(**given(RunOptions))
+    chosen = StudyArgs(**{**given(StudyArgs), "sets": tuple(args.sets)})
+    plan = prepare(args.study, **dataclasses.asdict(chosen))
+    n = f"{plan.planned_trials(opts)} trials" if opts.search == "grid" else "an Optuna search, seeds as replicates"
+    print(f"weaklab: study {plan.study.name} ({plan.study.reproduces}) on {plan.study.dataset}: {n}", flush=True)
+    study_dir = run_study(plan, options=opts)
     print(f"weaklab: Parquet in {study_dir}/trials and {study_dir}/epochs", flush=True)
     if not args.no_report:
         return _write_and_print_report(study_dir)
@@ -83,11 +137,13 @@ def _write_and_print_report(study_dir: str, out: str | None = None, check: bool 
 
 
 def _studies(args: argparse.Namespace) -> int:
-    from weaklab.study import STUDIES, discover, expand
+    from weaklab.study import STUDIES, discover
+    from weaklab.tune.runner import prepare
 
     discover()
     for name, s in STUDIES.items():
-        print(f"{name:24s} {s.reproduces:34s} {len(expand(s)):4d} trials  {s.title}")
+        n = prepare(name, build_data=False).planned_trials()  # the count `weaklab run` prints and runs
+        print(f"{name:24s} {s.reproduces:34s} {n:4d} trials  {s.title}")
     return 0
 
 

@@ -265,20 +265,18 @@ def expand(study: Study, *, sets: Mapping[str, Any] | None = None, data_root: st
                 cfg.update(point)
                 cfg.update(arm_sets)
                 out.append(cfg)
-    _check_trials(out)
     return out
 
 
-def _check_trials(configs: Sequence[Mapping[str, Any]]) -> None:
+def check_trials(trials: Sequence[Any]) -> None:
     """Cross-checks a method declares between its hyperparameters and the training config
-    (``Method.check_trial(hp, train)``, e.g. a pre-estimation stage shorter than training)."""
-    from weaklab.config import parse_trial
+    (``Method.check_trial(hp, train)``, e.g. a pre-estimation stage shorter than training),
+    on parsed :class:`weaklab.config.Trial` objects."""
     from weaklab.methods import METHODS
 
-    for cfg in configs:
-        hook = getattr(METHODS.get(cfg["method"]), "check_trial", None)
+    for t in trials:
+        hook = getattr(METHODS.get(t.method), "check_trial", None)
         if hook is not None:
-            t = parse_trial(dict(cfg))
             hook(t.hparams, t.train)
 
 

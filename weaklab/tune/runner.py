@@ -21,40 +21,72 @@ SCHEDULERS = ("none", "asha")
 
 
 @dataclasses.dataclass(frozen=True)
+class StudyArgs:
+    """Which version of a study ``weaklab run`` runs; unset fields keep the study file's own.
+    With :class:`RunOptions`, the one source of ``weaklab run``'s options, their defaults
+    and their help (``weaklab.cli`` builds the parser and the README's table from both)."""
+
+    dataset: str | None = dataclasses.field(default=None, metadata={"metavar": "NAME"})
+    """dataset name: digits (bundled, the default), cifar10, cifar100, cub200, mnist, fashion_mnist, svhn,
+    moons, digits-multi, voc2007, voc2012; a paper dataset selects that study's paper recipe (preset)"""
+    data_root: str | None = dataclasses.field(default=None, metadata={"metavar": "DIR"})
+    """folder with torchvision-format files (cifar-10-batches-py/, MNIST/raw/, train_32x32.mat, VOCdevkit/,
+    CUB_200_2011/); nothing is downloaded"""
+    smoke: bool = False
+    """a tiny version of the study (results in RESULTS/STUDY-smoke/)"""
+    seeds: int | None = dataclasses.field(default=None, metadata={"metavar": "N"})
+    """seeds per grid point (default: the study's)"""
+    sets: tuple[str, ...] = dataclasses.field(default=(), metadata={"flag": "--set", "metavar": "KEY=VALUE"})
+    """fix a setting.*, hp.* or train.* value for the whole study, e.g. --set train.epochs=20 (repeatable); a key
+    no arm of the study has is an error"""
+
+
+@dataclasses.dataclass(frozen=True)
 class RunOptions:
     """Options of ``weaklab run`` that are not part of the study itself."""
 
-    results: str = "results"
-    """folder or URI (s3://bucket/prefix, gs://..., file://...) holding one folder per study (Parquet)"""
-    storage: str | None = None
-    """Tune experiment storage (local path or cloud URI); default RESULTS/_tune (in the bucket if RESULTS is a URI)"""
-    address: str | None = None
-    """Ray cluster to join ('auto' or host:port); None starts Ray locally"""
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    """a fraction in (0, 1] packs trials on one GPU; a whole number gives each trial that many"""
-    search: str = "grid"
-    num_samples: int | None = None
-    """configurations sampled by Optuna, split evenly over the arms with searched
-    hyperparameters; each runs on every seed (default: as many as those arms' grids have points)"""
-    sampler: str = "tpe"
+    results: str = dataclasses.field(default="results", metadata={"metavar": "DIR|URI"})
+    """results root: a folder or a URI, s3://bucket/prefix, gs://bucket/prefix, file:///path; one folder per study
+    (Parquet)"""
+    storage: str | None = dataclasses.field(default=None, metadata={"metavar": "URI"})
+    """Tune experiment state and checkpoints, a local path or a cloud URI (default $WEAKLAB_STORAGE, else
+    RESULTS/_tune, in the bucket when RESULTS is a URI)"""
+    address: str | None = dataclasses.field(default=None, metadata={"metavar": "ADDR"})
+    """Ray cluster to join ('auto' or host:port); default: start Ray locally"""
+    cpus_per_trial: float = dataclasses.field(default=1.0, metadata={"metavar": "F"})
+    """CPUs reserved per trial"""
+    gpus_per_trial: float = dataclasses.field(default=0.0, metadata={"metavar": "F"})
+    """GPUs per trial: a fraction in (0, 1] packs small trials on one GPU; a whole number gives each trial that many"""
+    search: str = dataclasses.field(default="grid", metadata={"metavar": "grid|optuna"})
+    """grid (every point of the study's grid) or optuna (sampled configurations over the grid's ranges)"""
+    num_samples: int | None = dataclasses.field(default=None, metadata={"metavar": "N"})
+    """configurations sampled by --search optuna, split evenly over the arms with searched hyperparameters; each
+    runs on every seed (default: as many as those arms' grid points)"""
+    sampler: str = dataclasses.field(default="tpe", metadata={"metavar": "tpe|random|cmaes|qmc"})
     """Optuna sampler of --search optuna: tpe, random, cmaes or qmc"""
-    optuna_storage: str | None = None
-    """Optuna storage (sqlite:///x.db or a journal file) for optuna-dashboard; default in memory"""
-    scheduler: str = "none"
-    max_failures: int = 1
+    optuna_storage: str | None = dataclasses.field(default=None, metadata={"metavar": "URL"})
+    """Optuna storage optuna-dashboard can watch: sqlite:///study.db or a journal file (default: in memory)"""
+    scheduler: str = dataclasses.field(default="none", metadata={"metavar": "none|asha"})
+    """none, or asha (stop weak configurations early; a configuration's seeds stop together)"""
+    max_failures: int = dataclasses.field(default=1, metadata={"metavar": "N"})
     """retries of a trial that raised or lost its node (resumed from its last checkpoint)"""
-    max_concurrent: int | None = None
-    reuse_actors: bool = True
+    max_concurrent: int | None = dataclasses.field(default=None, metadata={"metavar": "N"})
+    """cap on trials running at once (default: as many as the resources allow)"""
+    reuse_actors: bool = dataclasses.field(default=True, metadata={"cli": False})
     """run consecutive trials in the same worker process (saves ~1 s of start-up per trial)"""
-    checkpoint_every_s: float = 5.0
+    checkpoint_every_s: float = dataclasses.field(default=5.0, metadata={"metavar": "S"})
     """seconds between a trial's checkpoints (0: every epoch); the last epoch always saves"""
     resume: bool = False
-    verbose: bool = True
+    """continue an interrupted study (Tuner.restore): finished trials are kept, unfinished ones resume from their
+    checkpoints"""
+    verbose: bool = dataclasses.field(default=True, metadata={"cli": False})
+    """print one progress line per finished trial"""
 
     def __post_init__(self):
         from weaklab.registry import check
 
+        if self.storage is None and os.environ.get("WEAKLAB_STORAGE"):
+            object.__setattr__(self, "storage", os.environ["WEAKLAB_STORAGE"])
         check(self.cpus_per_trial > 0, "--cpus-per-trial", self.cpus_per_trial, "a number of CPUs > 0")
         g = self.gpus_per_trial
         check(g == 0 or 0 < g <= 1 or float(g).is_integer(), "--gpus-per-trial", g,
@@ -82,29 +114,81 @@ def study_dir_name(name: str, smoke: bool) -> str:
     return f"{name}-smoke" if smoke else name
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A study validated into trials, once, before Ray: what ``weaklab run`` counts, prints
+    and runs (:func:`prepare` builds it, :func:`run_study` runs it)."""
+
+    study: Any
+    """the resolved study (dataset preset, ``--smoke`` and ``--seeds`` applied)"""
+    configs: list[dict[str, Any]]
+    """flat trial configs, ``--set`` applied: what Tune's grid gets and Parquet's columns hold"""
+    trials: list[Any]
+    """``configs`` parsed into typed :class:`weaklab.config.Trial` objects (every value checked)"""
+    data: list[Any]
+    """each distinct weak dataset, built once here (its metric and info keys fix the Parquet schema)"""
+    sets: dict[str, Any]
+    """the ``--set`` values, parsed"""
+    data_root: str | None
+    smoke: bool
+
+    @property
+    def experiment(self) -> str:
+        """the study's folder under ``--results`` and its Tune experiment's name"""
+        return study_dir_name(self.study.name, self.smoke)
+
+    def planned_trials(self, opts: "RunOptions | None" = None) -> int:
+        """Tune trials the run starts: every config (grid), or a select-then-seeds study's
+        select trials plus one final trial per seed at each arm's chosen point."""
+        opts = opts or RunOptions()
+        if not self.study.select_then_seeds:
+            if opts.search == "optuna":
+                from weaklab.tune.search import planned_trials
+
+                return planned_trials(self.study, self.configs, opts, sets=self.sets, data_root=self.data_root)
+            return len(self.configs)
+        select, _ = split_select(self.study, self.configs)
+        return len(select) + planned_final(self.study, self.configs)
+
+
 def prepare(name: str, *, smoke: bool = False, dataset: str | None = None, data_root: str | None = None,
             seeds: int | None = None, sets: dict[str, Any] | Sequence[str] | None = None,
-            build_data: bool = True) -> tuple[Any, list[dict[str, Any]]]:
-    """(resolved study, validated trial configs). Raises ConfigError on any bad value."""
-    study, configs, _ = _prepare(name, smoke=smoke, dataset=dataset, data_root=data_root, seeds=seeds, sets=sets,
-                                 build_data=build_data)
-    return study, configs
-
-
-def _prepare(name: str, *, smoke: bool, dataset: str | None, data_root: str | None, seeds: int | None,
-             sets: dict[str, Any] | Sequence[str] | None, build_data: bool):
-    """:func:`prepare`, plus the distinct weak datasets it built (their metric and info
-    keys fix the columns of the study's Parquet schema)."""
-    from weaklab.study import expand, get_study, parse_sets, resolve
+            build_data: bool = True) -> Plan:
+    """The :class:`Plan` of study ``name``. Raises ConfigError on any bad value."""
     from weaklab.config import parse_trial
+    from weaklab.study import check_trials, expand, get_study, parse_sets, resolve
 
     study = resolve(get_study(name), dataset=dataset, smoke=smoke, seeds=seeds)
     if sets is not None and not isinstance(sets, dict):
         sets = parse_sets(sets)
     configs = expand(study, sets=sets, data_root=data_root)
-    parsed = [parse_trial(c) for c in configs]
-    data = _build_weak_data(parsed) if build_data else []
-    return study, configs, data
+    trials = [parse_trial(c) for c in configs]
+    check_trials(trials)
+    data = _build_weak_data(trials) if build_data else []
+    return Plan(study=study, configs=configs, trials=trials, data=data, sets=dict(sets or {}), data_root=data_root,
+                smoke=smoke)
+
+
+def split_select(study, configs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[str]]:
+    """A select-then-seeds study's select-phase configs (every grid point of each arm that
+    has a choice to make, at the first ``study.select_seeds`` seeds) and those arms' labels."""
+    from weaklab.study import hp_choices
+
+    seeds = sorted({c["seed"] for c in configs})
+    select_seeds = set(seeds[:max(1, min(study.select_seeds, len(seeds)))])
+    choosing = {a.label or a.method for a in study.arms if hp_choices(study, a) > 1}
+    return [{**c, "phase": "select"} for c in configs if c["seed"] in select_seeds and c["label"] in choosing], choosing
+
+
+def planned_final(study, configs: list[dict[str, Any]]) -> int:
+    """Final-phase trials of a select-then-seeds study: an arm with a choice runs one point
+    per condition and seed, so its configs divided by its number of choices."""
+    from weaklab.study import hp_choices
+
+    choices = {a.label or a.method: 0 for a in study.arms}
+    for a in study.arms:  # arms sharing a label choose one point among them all
+        choices[a.label or a.method] += hp_choices(study, a)
+    return round(sum(1 / choices[c["label"]] for c in configs))
 
 
 def _build_weak_data(parsed) -> list:
@@ -122,27 +206,30 @@ def _build_weak_data(parsed) -> list:
     return built
 
 
-def run_study(name: str, *, smoke: bool = False, dataset: str | None = None, data_root: str | None = None,
+def run_study(name: "str | Plan", *, smoke: bool = False, dataset: str | None = None, data_root: str | None = None,
               seeds: int | None = None, sets: dict[str, Any] | Sequence[str] | None = None,
               options: RunOptions | None = None, **option_kwargs) -> str:
-    """Run study ``name`` through Ray Tune; returns the folder (or URI) holding its Parquet."""
+    """Run study ``name`` (or an already prepared :class:`Plan`) through Ray Tune; returns
+    the folder (or URI) holding its Parquet."""
     from weaklab import store
 
     opts = options or RunOptions(**option_kwargs)
-    study, configs, data = _prepare(name, smoke=smoke, dataset=dataset, data_root=data_root, seeds=seeds, sets=sets,
-                                    build_data=True)
-    study_dir = store.join(store.absolute(opts.results), study_dir_name(study.name, smoke))
+    plan = name if isinstance(name, Plan) else prepare(name, smoke=smoke, dataset=dataset, data_root=data_root,
+                                                       seeds=seeds, sets=sets)
+    if not plan.data and plan.trials:
+        plan = dataclasses.replace(plan, data=_build_weak_data(plan.trials))
+    study, configs, data, smoke, data_root, sets = (plan.study, plan.configs, plan.data, plan.smoke, plan.data_root,
+                                                    plan.sets)
+    study_dir = store.join(store.absolute(opts.results), plan.experiment)
     store.check_results(study_dir)  # unreachable, missing bucket, no credentials: before Ray
     # fixed before the first trial: every file of the study has exactly this schema
     schema = store.study_schema(configs, data, study=study.name)
     search = None
     if opts.search == "optuna":
-        from weaklab.study import parse_sets
         from weaklab.tune.search import check_search
 
-        search = {"sets": sets if isinstance(sets, dict) or sets is None else parse_sets(sets), "data_root": data_root}
-        base = study_dir_name(study.name, smoke)
-        check_search(study, configs, opts, experiments=(base, f"{base}-select"), **search)
+        search = {"sets": sets, "data_root": data_root}
+        check_search(study, configs, opts, experiments=(plan.experiment, f"{plan.experiment}-select"), **search)
     _preflight(opts)
     _init_ray(opts)
     if study.select_then_seeds:
@@ -295,13 +382,9 @@ def _run_select_then_seeds(study, configs, study_dir: str, opts: RunOptions, smo
     scored best on the seed-mean of ``study.metric`` per point of ``study.grid``. An arm
     with a single grid point has nothing to select and only runs in the final phase."""
     from weaklab import store
-    from weaklab.study import hp_choices
 
     base = study_dir_name(study.name, smoke)
-    seeds = sorted({c["seed"] for c in configs})
-    select_seeds = set(seeds[:max(1, min(study.select_seeds, len(seeds)))])
-    choosing = {a.label or a.method for a in study.arms if hp_choices(study, a) > 1}
-    select = [{**c, "phase": "select"} for c in configs if c["seed"] in select_seeds and c["label"] in choosing]
+    select, _ = split_select(study, configs)
 
     def stored_phase(phase: str) -> int:
         if not store.stored_trial_ids(study_dir):
