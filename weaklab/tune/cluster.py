@@ -72,12 +72,9 @@ def check_address(address: str | None, *, timeout: float = CONNECT_TIMEOUT_S) ->
     if address is None or address == "local":
         return None
     if address == "auto":
-        from ray._private.services import canonicalize_bootstrap_address
+        from weaklab.tune._ray_compat import auto_address
 
-        try:
-            found = canonicalize_bootstrap_address("auto")
-        except (ConnectionError, ValueError):
-            found = None
+        found = auto_address()
         if not found:
             raise ConfigError(f"{flag}=auto is not allowed here: no Ray cluster was started on this machine; "
                               f"run `ray start --head` (or run on the head of `ray up cluster.yaml`), "
@@ -217,9 +214,9 @@ def read_autoscaler_config(path: str | None = None) -> dict[str, Any] | None:
 def _gcs_node_groups() -> list[tuple[str, dict[str, float]]]:
     """Node groups an autoscaler reported to the GCS (KubeRay / autoscaler v2), if any."""
     try:
-        import ray._private.state
+        from weaklab.tune._ray_compat import reported_cluster_config
 
-        cfg = ray._private.state.state.get_cluster_config()
+        cfg = reported_cluster_config()
     except Exception:  # not reported, or an API this Ray lacks: only ray.nodes() counts
         return []
     if not cfg:

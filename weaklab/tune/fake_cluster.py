@@ -38,10 +38,10 @@ import tempfile
 import time
 from typing import Any, Mapping
 
-from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
 from ray.autoscaler.tags import NODE_KIND_WORKER, TAG_RAY_NODE_KIND
 
 from weaklab.registry import ConfigError
+from weaklab.tune import _ray_compat
 
 # a child of Ray's autoscaler logger, so its lines land in the autoscaler's monitor.log
 logger = logging.getLogger("ray.autoscaler._private.weaklab_spot")
@@ -56,7 +56,7 @@ FAKE_HEAD_TYPE = "ray.head.default"
 MIN_TRIAL_CPUS = 1.0
 
 
-class SpotFakeProvider(FakeMultiNodeProvider):
+class SpotFakeProvider(_ray_compat.fake_multi_node_provider()):
     """Ray's FakeMultiNodeProvider, plus what a cloud does after a spot reclaim: a worker
     whose raylet has died is no longer listed (AWS reports the instance terminated), so
     the autoscaler counts it gone and can start a replacement. Ray's provider would list
@@ -156,10 +156,8 @@ def twin_config(config: Mapping[str, Any], *, gcs_address: str | None = None, sc
     autoscaler reads the twin as it stands. ``gcs_address``: where the fake provider's
     nodes find the head (default: this machine's port 6379).
     """
-    from ray.autoscaler._private.util import prepare_config
-
     check_node_types(config)
-    twin = prepare_config(copy.deepcopy(dict(config)))
+    twin = _ray_compat.prepare_autoscaler_config(copy.deepcopy(dict(config)))
     provider = {"type": "external", "module": PROVIDER_MODULE, "use_node_id_as_ip": True,
                 "disable_node_updaters": True, "disable_launch_config_check": True}
     if gcs_address:
@@ -186,9 +184,7 @@ def twin_config(config: Mapping[str, Any], *, gcs_address: str | None = None, sc
 def diff_from_cluster(twin: Mapping[str, Any], config: Mapping[str, Any], *, scale: Scale = SCALE) -> list[str]:
     """What differs between a twin and the cluster config beyond the provider and
     ``scale`` (empty: they agree). Compared with the raw file, not through twin_config."""
-    from ray.autoscaler._private.util import prepare_config
-
-    full = prepare_config(copy.deepcopy(dict(config)))  # defaults the raw file leaves out
+    full = _ray_compat.prepare_autoscaler_config(copy.deepcopy(dict(config)))  # defaults the raw file leaves out
     head = full["head_node_type"]
     want_types = {FAKE_HEAD_TYPE if name == head else name: t for name, t in full["available_node_types"].items()}
     out = []
@@ -302,9 +298,7 @@ class FakeCluster:
         """The autoscaler's last report (``ray status``): ``autoscaler_report`` holds
         active/pending/failed nodes per type and ``node_type_mapping`` (node id -> type)."""
         if self._gcs is None:
-            from ray._raylet import GcsClient
-
-            self._gcs = GcsClient(address=self.address)
+            self._gcs = _ray_compat.gcs_client(self.address)
         raw = self._gcs.internal_kv_get(STATUS_KEY, None)
         return json.loads(raw) if raw else {}
 
@@ -369,14 +363,12 @@ def start(cluster_yaml: str, *, scale: Scale = SCALE, temp_dir: str | None = Non
           timeout_s: float = 120) -> FakeCluster:
     """Start the twin of ``cluster_yaml``: its head with the head type's resources and
     the autoscaler on the twin. Raises ConfigError on a bad cluster file before Ray."""
-    from ray._private.services import get_node_ip_address
-
     config = load(cluster_yaml)
     check_node_types(config)
     # short: Ray's unix sockets live below it (a path limit of ~107 characters)
     temp_dir = temp_dir or tempfile.mkdtemp(prefix="wlfc-", dir="/tmp")
     port = _free_port()
-    address = f"{get_node_ip_address()}:{port}"
+    address = f"{_ray_compat.node_ip_address()}:{port}"
     twin = twin_config(config, gcs_address=address, scale=scale)
     twin_path = os.path.join(temp_dir, "twin.yaml")
     import yaml

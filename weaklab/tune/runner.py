@@ -293,6 +293,10 @@ def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions,
     import logging
 
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    from weaklab.tune._ray_compat import atomic_experiment_uploads
+
+    # a driver killed while Tune copies its state must leave a state --resume can read
+    atomic_experiment_uploads()
     storage = _storage_path(opts)
     exp_path = store.join(storage, experiment)
     trainable = tune.with_resources(WeaklabTrainable, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
@@ -353,11 +357,10 @@ def _restore(exp_path: str, trainable, opts: RunOptions):
     try:
         import json
 
-        from ray.train._internal.storage import get_fs_and_path
-        from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+        from weaklab.tune._ray_compat import fs_and_path, newest_experiment_state
 
-        fs, fs_path = get_fs_and_path(exp_path)
-        state_path = _find_newest_experiment_checkpoint(fs_path, fs=fs)
+        fs, fs_path = fs_and_path(exp_path)
+        state_path = newest_experiment_state(fs_path, fs)
         if state_path is None:
             raise ValueError("no experiment_state-*.json")
         with fs.open_input_stream(state_path) as f:

@@ -41,6 +41,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from weaklab.registry import ConfigError, check
+from weaklab.tune._ray_compat import asha_rungs
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
 #: asks of an already-sampled configuration before a finite search is taken as exhausted
@@ -408,7 +409,7 @@ class ReplicateASHA(AsyncHyperBandScheduler):
             return TrialScheduler.STOP
         group = _group_of(trial.config)
         bracket = self._brackets[0]
-        reached = [m for m, _ in bracket._rungs if t >= m]
+        reached = [m for m, _ in asha_rungs(bracket) if t >= m]
         if not reached:
             return TrialScheduler.CONTINUE
         milestone = max(reached)

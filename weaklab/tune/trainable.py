@@ -21,10 +21,10 @@ import time
 from typing import Any
 
 from ray import tune
-from ray.train._internal.session import _TrainingResult
 from ray.tune.trainable import wrap_function
 
 from weaklab.engine import build_trial, resolve_device, train
+from weaklab.tune import _ray_compat
 
 
 def materialize(config: dict[str, Any]) -> dict[str, Any]:
@@ -211,9 +211,10 @@ class WeaklabTrainable(wrap_function(weaklab_trainable)):
     """
 
     def restore(self, checkpoint_path):
-        if isinstance(checkpoint_path, _TrainingResult):
-            newest = _newest_checkpoint(checkpoint_path.checkpoint)
+        named = _ray_compat.restored_checkpoint(checkpoint_path)
+        if named is not None:
+            newest = _newest_checkpoint(named)
             if newest is None:  # nothing usable left: run the trial from its first epoch
                 return None
-            checkpoint_path = _TrainingResult(checkpoint=newest, metrics=checkpoint_path.metrics)
+            checkpoint_path = _ray_compat.with_checkpoint(checkpoint_path, newest)
         return super().restore(checkpoint_path)
