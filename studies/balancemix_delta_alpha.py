@@ -59,6 +59,7 @@ def baseline_fixed(train: dict, *, warmup: int) -> dict[str, dict]:
     peer = {"hp.peer_optimizer": train["train.optimizer"], "hp.peer_lr": train["train.lr"],
             "hp.peer_momentum": train.get("train.momentum", 0.9),
             "hp.peer_weight_decay": train.get("train.weight_decay", 0.0),
+            "hp.peer_adam_fused": train.get("train.adam_fused", True),
             "hp.peer_epochs": epochs if train.get("train.schedule") == "cosine" else 0}
     # App. D: Δ_rel such that the final rejection / correction rate is Kim et al.'s (0.1 for 20 epochs)
     delta_rel = round(0.1 * 20 / epochs, 6)

@@ -44,6 +44,10 @@ class TrainConfig:
     """Adam beta1 (PLOT uses 0.5)"""
     adam_eps: float = 1e-8
     """Adam epsilon (paper 002 uses 1e-7)"""
+    adam_fused: bool = True
+    """Adam's fused kernel (one call per step for all parameters): the same update, not
+    bit-identical to the unfused one; 1.4x faster epochs of the digits MLPs on CPU
+    (benchmarks/RESULTS.md, "Fused Adam"). False reproduces runs before this option"""
     schedule: str = "none"
     """none | cosine (to 0 over ``epochs``) | step (x step_gamma every step_size epochs) |
     multistep (x step_gamma at each of ``milestones``)"""
@@ -89,6 +93,7 @@ class TrainConfig:
         check(0 <= self.momentum < 1, "train.momentum", self.momentum, "a value in [0, 1)")
         check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a value >= 0")
         check(0 <= self.adam_beta1 < 1, "train.adam_beta1", self.adam_beta1, "a value in [0, 1)")
+        check(isinstance(self.adam_fused, bool), "train.adam_fused", self.adam_fused, "True or False")
         check(self.schedule in ("none", "cosine", "step", "multistep"), "train.schedule", self.schedule,
               "none, cosine, step or multistep")
         try:

@@ -18,7 +18,7 @@ Deviations, each keeping the paper's quantities:
 - the engine owns one network (f, evaluated and reported) and its optimizer; the peer g is
   a copy of f's architecture with its own initialisation and its own optimizer, configured
   by ``peer_optimizer`` / ``peer_lr`` / ``peer_momentum`` / ``peer_weight_decay`` /
-  ``peer_epochs`` (the study sets them to the recipe's ``train.*`` values).
+  ``peer_adam_fused`` / ``peer_epochs`` (the study sets them to the recipe's ``train.*`` values).
 - ``warmup`` epochs train both networks on every instance before the first selection
   (paper 004 warms up every method alike; Han et al. ramp R(T) over the first epochs).
 """
@@ -61,6 +61,8 @@ class CoteachingHparams(AugmentHparams):
     """SGD momentum of g (set equal to train.momentum)"""
     peer_weight_decay: float = 0.0
     """weight decay of g (set equal to train.weight_decay)"""
+    peer_adam_fused: bool = True
+    """Adam's fused kernel for g (set equal to train.adam_fused)"""
     peer_epochs: int = 0
     """cosine decay of g's learning rate to 0 over this many epochs (set to train.epochs
     under train.schedule=cosine); 0 = constant"""
@@ -75,6 +77,7 @@ class CoteachingHparams(AugmentHparams):
               "a learning rate > 0")
         check(0 <= self.peer_momentum < 1, "hp.peer_momentum", self.peer_momentum, "a value in [0, 1)")
         check(self.peer_weight_decay >= 0, "hp.peer_weight_decay", self.peer_weight_decay, "a value >= 0")
+        check(isinstance(self.peer_adam_fused, bool), "hp.peer_adam_fused", self.peer_adam_fused, "True or False")
         check(isinstance(self.peer_epochs, int) and self.peer_epochs >= 0, "hp.peer_epochs", self.peer_epochs,
               "an integer >= 0 (0 = constant learning rate)")
 
@@ -105,7 +108,8 @@ class Coteaching(MultilabelMethod):
             self.peer_opt = torch.optim.SGD(self.peer.parameters(), lr=hp.peer_lr, momentum=hp.peer_momentum,
                                             weight_decay=hp.peer_weight_decay)
         else:
-            self.peer_opt = torch.optim.Adam(self.peer.parameters(), lr=hp.peer_lr, weight_decay=hp.peer_weight_decay)
+            self.peer_opt = torch.optim.Adam(self.peer.parameters(), lr=hp.peer_lr, weight_decay=hp.peer_weight_decay,
+                                            fused=hp.peer_adam_fused)
         self.peer_sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.peer_opt, T_max=hp.peer_epochs)
                            if hp.peer_epochs else None)
         if self._pending is not None:
