@@ -45,9 +45,10 @@ class TrainConfig:
     adam_eps: float = 1e-8
     """Adam epsilon (paper 002 uses 1e-7)"""
     adam_fused: bool = True
-    """Adam's fused kernel (one call per step for all parameters): the same update, not
-    bit-identical to the unfused one; 1.4x faster epochs of the digits MLPs on CPU
-    (benchmarks/RESULTS.md, "Fused Adam"). False reproduces runs before this option"""
+    """Adam's fused kernel (one pass per step over all parameters): the same update, not
+    bit-identical to the unfused one; on CPU 1.2-1.26x faster steps of the digits MLPs and
+    1.1x faster whole digits-multi trials (benchmarks/RESULTS.md, "Fused Adam"). False
+    reproduces runs made before this option existed"""
     schedule: str = "none"
     """none | cosine (to 0 over ``epochs``) | step (x step_gamma every step_size epochs) |
     multistep (x step_gamma at each of ``milestones``)"""
