@@ -121,8 +121,9 @@ DIGITS_TRAIN = {"train.arch": "mlp", "train.width": 0.5, "train.optimizer": "ada
 
 _LAST = ("final.test_map", "final.test_map_few")
 
-# Seed-0 pilots of this recipe (engine.run_trial, last-epoch test mAP x100; not the claims'
-# evidence, which needs the full run's five seeds): mislabel BCE 60.2, BCE + Mixup 68.4,
+# Seed-0 pilots of this recipe (engine.run_trial at ceb9545, before the fused-Adam default;
+# last-epoch test mAP x100; not the claims' evidence, which needs the full run's five
+# seeds, README "Does it reproduce?"): mislabel BCE 60.2, BCE + Mixup 68.4,
 # ASL 67.3, Co-teaching 63.3, T-estimator 64.4, BalanceMix (δ 0.975, α 4) 71.6; Table 5 on
 # mislabel: + minority 69.8, + clean 71.6, + re-labelled 70.7; missing BCE 69.5, LL-Ct 71.2,
 # BalanceMix 71.8, but 57.3 with hp.positives='managed' (the literal eq. 9 on positives);
@@ -185,7 +186,8 @@ STUDY = register_study(Study(
     dataset="digits-multi",
     datasets=("digits-multi", "digits-multi-cells", "digits-multi-imb5", "digits-multi-imb100", "voc2007", "voc2012"),
     # 5 seeds for the paired tests (3 gave p < 0.05 only to gaps above ~2 mAP points); the
-    # δ x α grid runs its first 3: the seeds are trimmed there, not the epochs (~16 min idle)
+    # δ x α grid runs its first 3: the seeds are trimmed there, not the epochs (measured
+    # 18 min 3 s for the 228 trials on two idle cores, benchmarks/RESULTS.md "Fused Adam")
     seeds=5,
     metric="val_map",
     mode="max",
