@@ -39,7 +39,7 @@ def register(trials: int, epochs: int) -> None:
         name=STUDY, title="multi-node benchmark", reproduces="(benchmark)", setting="noise",
         fixed={"setting.protocol": "heteroscedastic", "train.arch": "mlp", "train.width": 0.25,
                "train.batch_size": 64, "train.epochs": epochs, "train.patience": 0},
-        arms=(Arm("homoscedastic", grid={"train.lr": lrs}),), seeds=seeds, metric="best_val_acc"))
+        arms=(Arm("homoscedastic", grid={"train.lr": lrs}),), seeds=seeds, metric="best.val_acc"))
 
 
 def run_once(address: str, workdir: str) -> tuple[float, int]:

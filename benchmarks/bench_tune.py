@@ -160,7 +160,7 @@ def run_variant(configs: list[dict], reuse: bool, slots: int, root: str, checkpo
     trainable = tune.with_resources(weaklab_trainable, {"cpu": 1, "gpu": 0})
     tuner = tune.Tuner(
         trainable, param_space={"trial": tune.grid_search(configs), "checkpoint_every_s": checkpoint_every_s},
-        tune_config=tune.TuneConfig(metric="best_val_acc", mode="max", num_samples=1, reuse_actors=reuse),
+        tune_config=tune.TuneConfig(metric="best.val_acc", mode="max", num_samples=1, reuse_actors=reuse),
         run_config=tune.RunConfig(name=name, storage_path=os.path.join(root, "_tune"),
                                   callbacks=[ParquetCallback(study_dir, "bench-tune")], verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=0),

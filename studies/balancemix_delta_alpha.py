@@ -189,7 +189,7 @@ STUDY = register_study(Study(
     # δ x α grid runs its first 3: the seeds are trimmed there, not the epochs (measured
     # 18 min 3 s for the 228 trials on two idle cores, benchmarks/RESULTS.md "Fused Adam")
     seeds=5,
-    metric="val_map",
+    metric="final.val_map",
     mode="max",
     select_then_seeds=True,
     # (delta, alpha) chosen on the seed-mean of validation mAP, never on one seed

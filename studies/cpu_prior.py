@@ -61,7 +61,7 @@ STUDY = register_study(Study(
     fixed={"setting.r": 10, "setting.grid": 4, **DIGITS_TRAIN},
     arms=arms(PI2["cifar10"]),  # digits has c = 10 classes too, so m/c is CIFAR-10Q's
     seeds=5,
-    metric="best_val_acc",
+    metric="best.val_acc",
     mode="max",
     claims=CLAIMS,
     smoke={"seeds": 1, "fixed": {"train.epochs": 1},

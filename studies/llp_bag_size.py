@@ -85,7 +85,7 @@ STUDY = register_study(Study(
            "train.eval_splits": "best", "hp.track_ot_every": 10},
     arms=arms(*DIGITS_STAGES),
     seeds=5,
-    metric="best_val_acc",
+    metric="best.val_acc",
     mode="max",
     claims=CLAIMS,
     smoke={"seeds": 1, "grid": {"setting.bag_size": (32,)}, "arms": arms(1, 1, ablation=False)},

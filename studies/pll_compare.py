@@ -90,7 +90,7 @@ STUDY = register_study(Study(
     fixed={**DIGITS_TRAIN, **DIGITS_HP},
     arms=compare_arms(DIGITS_LAM_M, DIGITS_PRIOR, settings=DIGITS_SETTINGS, oracle=True),
     seeds=5,
-    metric="best_val_acc",
+    metric="best.val_acc",
     mode="max",
     claims=CLAIMS,
     smoke={"seeds": 1, "fixed": {"train.epochs": 2, "train.width": 0.05},

@@ -69,7 +69,7 @@ STUDY = register_study(Study(
         Arm("homoscedastic"),
     ),
     seeds=5,
-    metric="best_val_ll",
+    metric="best.val_ll",
     mode="max",
     claims=CLAIMS,
     smoke={"seeds": 2, "fixed": {"train.epochs": 3, "train.patience": 5},

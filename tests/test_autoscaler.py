@@ -57,7 +57,7 @@ def _tiny_study():
         name=TINY, title="autoscaler test study", reproduces="(test)", setting="noise",
         fixed={"setting.protocol": "heteroscedastic", "train.arch": "mlp", "train.width": 0.25,
                "train.batch_size": 64, "train.epochs": SMOKE_EPOCHS, "train.patience": 0, "train.amp": False},
-        arms=(Arm("homoscedastic", grid={"train.lr": (1e-3, 2e-3)}),), seeds=2, metric="best_val_acc")
+        arms=(Arm("homoscedastic", grid={"train.lr": (1e-3, 2e-3)}),), seeds=2, metric="best.val_acc")
 
 
 @pytest.fixture(scope="module")

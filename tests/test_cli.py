@@ -112,7 +112,7 @@ def test_planned_trials_is_what_the_runner_starts(name):
     select, _ = split_select(study, plan.configs)
     assert {c["seed"] for c in select} == set(range(min(study.select_seeds, study.seeds)))
     rows = pd.DataFrame(select).assign(status="completed")
-    rows[f"final.{study.metric}"] = np.random.default_rng(0).random(len(rows))
+    rows[study.metric] = np.random.default_rng(0).random(len(rows))
     final = _chosen_configs(study, plan.configs, rows)
     assert planned_final(study, plan.configs) == len(final)
     assert plan.planned_trials() == len(select) + len(final)

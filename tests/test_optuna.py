@@ -228,7 +228,7 @@ RESUME_DRIVER = textwrap.dedent(f"""
         name={RESUME_STUDY!r}, title="optuna resume test", reproduces="(test)", setting="noise",
         fixed={{"setting.protocol": "heteroscedastic", "train.arch": "mlp", "train.width": 0.25,
                "train.batch_size": 32, "train.epochs": 4, "train.patience": 0}},
-        arms=(Arm("homoscedastic", grid={{"train.lr": (1e-3, 3e-3, 1e-2)}}),), seeds=2, metric="best_val_acc"))
+        arms=(Arm("homoscedastic", grid={{"train.lr": (1e-3, 3e-3, 1e-2)}}),), seeds=2, metric="best.val_acc"))
 
     from weaklab.cli import main
     sys.exit(main(["run", {RESUME_STUDY!r}, "--no-report", "--search", "optuna", "--num-samples", "5",

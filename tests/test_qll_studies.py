@@ -46,7 +46,7 @@ def test_qll_compare_smoke_selects_then_reruns_seeds(ray_local, tmp_path):
     assert len(fin) == 4 and sorted(fin["seed"]) == [0, 0, 1, 1]
     # JS is re-run at the pi1 that scored best on validation in the select phase
     js = sel[sel["method"] == "js"]
-    chosen = js.loc[js["final.best_val_acc"].idxmax(), "hp.pi1"]
+    chosen = js.loc[js["best.val_acc"].idxmax(), "hp.pi1"]
     assert (fin[fin["method"] == "js"]["hp.pi1"] == chosen).all()
     assert (trials["setting.mix"] == "patchmix").all() and (trials["setting.m"] == 4).all()
 
@@ -128,7 +128,7 @@ def test_selection_uses_the_seed_mean_of_validation_not_seed_0():
     configs = expand(study)
     val = {(0.1, 0): 0.90, (0.1, 1): 0.50, (0.1, 2): 0.50, (0.7, 0): 0.85, (0.7, 1): 0.80, (0.7, 2): 0.80}
     rows = [{"label": "js", "setting.mix": "patchmix", "hp.pi1": p, "seed": s, "status": "completed",
-             "final.best_val_acc": v} for (p, s), v in val.items()]
+             "best.val_acc": v} for (p, s), v in val.items()]
     chosen = _chosen_configs(study, configs, pd.DataFrame(rows))
     js = [c for c in chosen if c["label"] == "js"]
     assert {c["hp.pi1"] for c in js} == {0.7} and sorted(c["seed"] for c in js) == [0, 1, 2, 3, 4]
@@ -153,7 +153,7 @@ def test_setting_keys_of_an_arm_are_conditions_not_choices(tmp_path):
     configs = expand(study)
     best = {"mixup": 0.1, "patchmix": 0.7}
     rows = [{"label": "js", "setting.mix": m, "hp.pi1": p, "seed": 0, "status": "completed",
-             "final.best_val_acc": 0.9 if best[m] == p else 0.5} for m in best for p in (0.1, 0.7)]
+             "best.val_acc": 0.9 if best[m] == p else 0.5} for m in best for p in (0.1, 0.7)]
     chosen = _chosen_configs(study, configs, pd.DataFrame(rows))
     assert {(c["setting.mix"], c["hp.pi1"], c["seed"]) for c in chosen if c["label"] == "js"} == \
         {(m, p, s) for m, p in best.items() for s in (0, 1)}

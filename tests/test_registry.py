@@ -37,6 +37,31 @@ def test_study_and_its_smoke_version_are_valid(name):
     assert {c["label"] for c in smoke} <= {c["label"] for c in full}
 
 
+@pytest.mark.parametrize("metric", ["best.test_acc", "best_val_acc", "val_acc", "final.train_loss"])
+def test_a_study_metric_is_a_validation_column_of_the_trials_table(metric):
+    from weaklab.registry import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"study 'tau-sweep' metric='{metric}'.*best.val_\* or final.val_\*"):
+        dataclasses.replace(STUDIES.get("tau-sweep"), metric=metric)
+
+
+@pytest.mark.parametrize("name", STUDIES.names())
+def test_the_study_metric_is_a_column_of_its_schema_and_tune_sees_it_every_epoch(name):
+    """The select phase reads the study's metric from ``trials``; Tune ranks running
+    trials by the key :func:`weaklab.study.tune_metric` names, which every epoch reports."""
+    from weaklab.engine import selected_so_far
+    from weaklab.study import tune_metric
+
+    study = resolve(STUDIES.get(name), smoke=True)
+    cfg = {**expand(study)[0], "train.epochs": 1}
+    history = run_trial(cfg).history
+    reported = {**history[-1], **selected_so_far(history)}
+    assert tune_metric(study.metric) in reported
+    family, key = study.metric.split(".", 1)
+    assert reported[tune_metric(study.metric)] == (history[-1][key] if family == "final" else
+                                                    next(h for h in history if h["epoch"] == history[-1]["best_epoch"])[key])
+
+
 def _one_config_per_method():
     """Per registered method, a smoke config of a study that uses it (else a full one)."""
     found = {}

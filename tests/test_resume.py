@@ -47,7 +47,7 @@ DRIVER = textwrap.dedent("""
         name={study!r}, title="resume test study", reproduces="(test)", setting="noise",
         fixed={{"setting.protocol": "heteroscedastic", "train.arch": "mlp", "train.width": 0.25,
                "train.batch_size": 16, "train.epochs": {epochs}, "train.patience": 0}},
-        arms=(Arm("homoscedastic", grid={{"train.lr": {lrs!r}}}),), seeds={seeds}, metric="best_val_acc",
+        arms=(Arm("homoscedastic", grid={{"train.lr": {lrs!r}}}),), seeds={seeds}, metric="best.val_acc",
         select_then_seeds={select!r}))
 
     from weaklab.cli import main

@@ -66,7 +66,7 @@ def test_every_file_has_the_study_schema_fixed_before_the_first_trial(tmp_path):
     for table, want in (("trials", schema.trials), ("epochs", schema.epochs)):
         for f in os.listdir(tmp_path / table):
             got = pq.read_schema(tmp_path / table / f)
-            assert got.equals(want) and got.metadata[store.VERSION_KEY] == b"2"
+            assert got.equals(want) and got.metadata[store.VERSION_KEY] == str(store.SCHEMA_VERSION).encode()
             assert pa.null() not in got.types
     assert len(pd.read_parquet(tmp_path / "trials")) == 2  # raised 'Unsupported cast from double to null' before
     with pytest.raises(TypeError, match="no Parquet column type"):
@@ -87,7 +87,7 @@ def test_older_files_are_unified_by_name_and_the_missing_columns_named(tmp_path)
     old = {k: v for k, v in new.items() if k not in ("hp.eval_samples", "final.other", "best.other", "info.other")}
     old.update({"trial_id": "old", "hp.tau": None, "best.val_acc": 0.3})
     pq.write_table(pa.Table.from_pylist([old]), tmp_path / "trials" / "old.parquet")
-    with pytest.warns(store.SchemaWarning, match=r"1 of 2 files are of schema version 1 \(now 2\) and lack columns "
+    with pytest.warns(store.SchemaWarning, match=rf"1 of 2 files are of schema version 1 \(now {store.SCHEMA_VERSION}\) and lack columns "
                                                   r"best.other \(1 files\), final.other \(1 files\), "
                                                   r"hp\.eval_samples \(1 files\), info.other \(1 files\); read as null"):
         trials, _ = store.load_study(str(tmp_path))

@@ -51,6 +51,14 @@ class TrainResult:
         return next(h for h in self.history if h["epoch"] == self.best_epoch)
 
 
+def selected_so_far(history: list[dict[str, float]]) -> dict[str, float]:
+    """``best.val_*``: the validation metrics of the epoch selected so far (``best_epoch`` of
+    the last row), named as the trials table's columns, for Tune to rank a running trial by."""
+    last = history[-1]
+    best = next((h for h in history if h["epoch"] == last.get("best_epoch", last["epoch"])), last)
+    return {f"best.{k}": v for k, v in best.items() if k.startswith("val_")}
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto``: the GPU this process may see (Ray sets CUDA_VISIBLE_DEVICES to the GPUs it
     assigned, empty when none), else the CPU."""
@@ -221,9 +229,7 @@ def train(*, data: WeakData, method: Method, config: TrainConfig, seed: int, on_
         row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"],
                "epoch_s": time.perf_counter() - t0, "epoch_cpu_s": time.process_time() - c0, "train_s": train_s,
                "method_s": method_s, "samples_per_s": data.n / max(train_s, 1e-9), **extra, **metrics}
-        best_row = next((h for h in history if h["epoch"] == best_epoch), row)
-        row.update({f"best_{k}": best_row[k] for k in best_row if k.startswith("val_")})
-        row["best_epoch"] = best_epoch
+        row["best_epoch"] = best_epoch  # a row holds its own epoch's metrics: best.* are the trials table's
         history.append(row)
         stopped_early = cfg.patience > 0 and bad_epochs >= cfg.patience
         last = stopped_early or epoch + 1 == cfg.epochs

@@ -56,9 +56,11 @@ import pyarrow.parquet as pq
 from weaklab.registry import ConfigError
 
 STATUSES = ("completed", "failed", "stopped")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """1: columns inferred per file (a None value made a null-typed column); 2: one typed
-schema per study, fixed before the first trial"""
+schema per study, fixed before the first trial; 3: one name per number (epoch rows lose
+their running ``best_val_*`` copies, so trials lose ``final.best_val_*`` and
+``best.best_val_*``: the value is ``best.val_*``)"""
 VERSION_KEY = b"weaklab.schema_version"
 
 #: columns every ``trials/`` file has, beside the typed parameters and the metrics
@@ -259,7 +261,7 @@ def study_schema(configs: Sequence[dict[str, Any]], data: Iterable[Any] = (), *,
     metrics, info = list(ENGINE_METRICS), []
     for d in data:
         evals = metric_keys(d)
-        metrics += [k for k in evals + [f"best_{k}" for k in evals if k.startswith("val_")] if k not in metrics]
+        metrics += [k for k in evals if k not in metrics]
         info += [k for k in d.info if k not in info]
     metrics.append("best_epoch")
     meta = {VERSION_KEY: str(SCHEMA_VERSION).encode(), b"weaklab.study": study.encode()}

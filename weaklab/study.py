@@ -148,8 +148,11 @@ class Study:
     """grid crossed with every arm (e.g. noise protocols, bag sizes)"""
     dataset: str = "digits"
     seeds: int = 3
-    metric: str = "best_val_acc"
-    """what Tune optimises and prints as 'best so far' (a key the engine reports every epoch)"""
+    metric: str = "best.val_acc"
+    """the ``trials`` column that ranks trials: what the select phase chooses on, Tune
+    optimises and the progress line prints as 'best so far'; ``best.val_*`` (at the
+    best-validation epoch) or ``final.val_*`` (last epoch), never a test column. A running
+    trial is ranked by its value so far (:func:`tune_metric`)"""
     mode: str = "max"
     select_then_seeds: bool = False
     """first run every grid point at seed 0, pick each arm's best hyperparameters per
@@ -168,6 +171,9 @@ class Study:
     """the paper's headline claims this study tests (``weaklab report`` gives each a verdict)"""
 
     def __post_init__(self):
+        check(isinstance(self.metric, str) and bool(METRIC_COLUMN.match(self.metric))
+              and self.metric.split(".", 1)[1].startswith("val_"), f"study {self.name!r} metric", self.metric,
+              "a validation column of the trials table, best.val_* or final.val_* (e.g. best.val_acc)")
         check(isinstance(self.select_seeds, int) and self.select_seeds >= 1, f"study {self.name!r} select_seeds",
               self.select_seeds, "an integer >= 1 (seeds per grid point in the select phase)")
 
@@ -176,6 +182,13 @@ class Study:
         if "fixed" in over:
             over["fixed"] = {**self.fixed, **over["fixed"]}
         return dataclasses.replace(self, **over)
+
+
+def tune_metric(metric: str) -> str:
+    """The key of a trial's per-epoch report that carries trials column ``metric`` so far:
+    ``final.val_map`` is the epoch's own ``val_map``; ``best.val_acc`` is reported as such
+    (``weaklab.engine.selected_so_far``)."""
+    return metric[len("final."):] if metric.startswith("final.") else metric
 
 
 def is_condition(key: str, study: Study) -> bool:

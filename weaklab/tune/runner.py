@@ -15,6 +15,7 @@ import os
 from typing import Any, Sequence
 
 from weaklab.registry import ConfigError
+from weaklab.study import tune_metric
 
 SEARCHES = ("grid", "optuna")
 SCHEDULERS = ("none", "asha")
@@ -329,10 +330,10 @@ def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions,
             scheduler = ReplicateASHA(grace_period=max(1, epochs // 10), max_t=max(epochs, 1))
         callbacks = [ParquetCallback(study_dir, study.name, schema)]
         if opts.verbose:
-            callbacks.append(ProgressCallback(n, study.metric, study.mode))
+            callbacks.append(ProgressCallback(n, tune_metric(study.metric), study.mode))
         tuner = tune.Tuner(
             trainable, param_space=param_space,
-            tune_config=tune.TuneConfig(metric=study.metric, mode=study.mode, search_alg=search_alg,
+            tune_config=tune.TuneConfig(metric=tune_metric(study.metric), mode=study.mode, search_alg=search_alg,
                                         scheduler=scheduler, num_samples=1 if search_alg is None else n,
                                         reuse_actors=opts.reuse_actors, max_concurrent_trials=opts.max_concurrent),
             run_config=tune.RunConfig(name=experiment, storage_path=storage, callbacks=callbacks, verbose=0,
@@ -442,7 +443,7 @@ def _chosen_configs(study, configs: list[dict[str, Any]], select_trials, sampled
 
     from weaklab.study import hp_choices, is_condition
 
-    metric = f"final.{study.metric}"
+    metric = study.metric
     # arms sharing a label (two sweeps of one method) choose one point among them all
     conditions = {(a.label or a.method): [*study.grid] for a in study.arms}
     for a in study.arms:

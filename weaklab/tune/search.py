@@ -41,6 +41,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from weaklab.registry import ConfigError, check
+from weaklab.study import tune_metric
 from weaklab.tune._ray_compat import asha_rungs
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
@@ -472,6 +473,6 @@ def check_search(study, configs, opts, *, sets=None, data_root=None, experiments
 
 def make_searcher(study, configs, opts, *, experiment: str, resume: bool, sets=None, data_root=None):
     units, samples, seeds = _plan(study, configs, opts, sets, data_root)
-    return ReplicateSearcher(units, samples, seeds, metric=study.metric, mode=study.mode, sampler=opts.sampler,
+    return ReplicateSearcher(units, samples, seeds, metric=tune_metric(study.metric), mode=study.mode, sampler=opts.sampler,
                              storage=opts.optuna_storage, study_name=experiment,
                              checkpoint_every_s=opts.checkpoint_every_s, resume=resume)

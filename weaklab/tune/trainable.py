@@ -23,7 +23,7 @@ from typing import Any
 from ray import tune
 from ray.tune.trainable import wrap_function
 
-from weaklab.engine import build_trial, resolve_device, train
+from weaklab.engine import build_trial, resolve_device, selected_so_far, train
 from weaklab.tune import _ray_compat
 
 
@@ -177,11 +177,12 @@ def weaklab_trainable(config: dict[str, Any]) -> None:
         # the end: on short epochs a save + upload per epoch was most of Tune's overhead
         # (benchmarks/bench_tune.py), and a lost node then costs at most every_s of work
         if not (last or time.perf_counter() - last_ckpt[0] >= every_s):
-            tune.report({**row, "weaklab": meta})
+            tune.report({**row, **selected_so_far(history), "weaklab": meta})
             return
         with tempfile.TemporaryDirectory() as d:
             save(d)
-            tune.report({**row, "weaklab": meta}, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report({**row, **selected_so_far(history), "weaklab": meta},
+                        checkpoint=tune.Checkpoint.from_directory(d))
         last_ckpt[0] = time.perf_counter()
 
     try:
@@ -192,7 +193,7 @@ def weaklab_trainable(config: dict[str, Any]) -> None:
             # state Tune resumed from had not seen it end): nothing left to train, so
             # report the final epoch again, else the driver would store it without results
             row = result.history[-1]
-            tune.report({**row, "weaklab": {**meta_static, "wall_s": time.perf_counter() - t0, "keys": list(row),
+            tune.report({**row, **selected_so_far(result.history), "weaklab": {**meta_static, "wall_s": time.perf_counter() - t0, "keys": list(row),
                                             "last": True, "history": json.dumps(result.history),
                                             "cost": cost.read()}})
     finally:
