@@ -45,11 +45,13 @@ class TableSevenCNN(nn.Module):
 
 @register_arch("mlp")
 class MLP(nn.Module):
-    """Flatten -> two hidden layers of 512*width units with ReLU (the usual LLP/PLL toy net)."""
+    """Flatten -> ``depth`` hidden layers of ``units * width`` units (at least ``min_units``)
+    with ReLU; the defaults are the usual LLP/PLL toy net, ``mlp3`` is paper 003's."""
 
-    def __init__(self, *, in_shape: tuple[int, ...], width: float = 1.0, depth: int = 2):
+    def __init__(self, *, in_shape: tuple[int, ...], width: float = 1.0, depth: int = 2, units: int = 512,
+                 min_units: int = 8):
         super().__init__()
-        h = max(8, int(512 * width))
+        h = max(min_units, int(units * width))
         d_in = math.prod(in_shape)
         layers: list[nn.Module] = [nn.Flatten()]
         for _ in range(depth):

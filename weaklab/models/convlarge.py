@@ -1,4 +1,5 @@
-"""Networks of paper 003 (PLOT): the 13-layer max-pooling conv net and the toy 3-hidden-layer MLP.
+"""Networks of paper 003 (PLOT): the 13-layer max-pooling conv net, and the toy
+3-hidden-layer MLP (a variant of ``weaklab.models.cnn.MLP``).
 
 The paper names "a conv-based 13-layer max-pooling network" and defers its details to an
 appendix (A.6) that is not in the text we have. The LLP papers it compares with (LLP-GAN,
@@ -15,12 +16,11 @@ conv after two pools (digits' 8x8 ends at 2x2) that conv is padded instead.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from weaklab.models import register_arch
+from weaklab.models.cnn import MLP
 
 
 def _conv(c_in: int, c_out: int, k: int, pad: int) -> list[nn.Module]:
@@ -53,20 +53,7 @@ class ConvLarge(nn.Module):
 
 
 @register_arch("mlp3")
-class MLP3(nn.Module):
+def mlp3(*, in_shape: tuple[int, ...], width: float = 1.0) -> MLP:
     """The two-moons net of paper 003 sec. 5.1: three hidden ReLU layers (128 * width units;
     the paper gives no width)."""
-
-    def __init__(self, *, in_shape: tuple[int, ...], width: float = 1.0):
-        super().__init__()
-        h = max(4, int(128 * width))
-        d = math.prod(in_shape)
-        layers: list[nn.Module] = [nn.Flatten()]
-        for _ in range(3):
-            layers += [nn.Linear(d, h), nn.ReLU()]
-            d = h
-        self.body = nn.Sequential(*layers)
-        self.out_features = h
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+    return MLP(in_shape=in_shape, width=width, depth=3, units=128, min_units=4)
