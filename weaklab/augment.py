@@ -113,10 +113,16 @@ def strong_augment(x: Tensor, *, flip: bool = True, cutout_frac: float = 0.25) -
     return cutout(x, size=max(1, int(round(cutout_frac * x.shape[-1]))))
 
 
-def mixup(x: Tensor, targets: Tensor, *, alpha: float, rng: np.random.Generator) -> tuple[Tensor, Tensor, float]:
+def mixup(x: Tensor, targets: Tensor, *, alpha: float, rng: np.random.Generator,
+          dominant: bool = False) -> tuple[Tensor, Tensor, float]:
     """Mixup (Zhang et al. 2018): one ``lam ~ Beta(alpha, alpha)`` per batch (drawn from the
-    caller's numpy ``rng``), partners by a random permutation; inputs and targets mix alike."""
+    caller's numpy ``rng``), partners by a random permutation; inputs and targets mix alike.
+    ``dominant``: ``lam = max(l, 1 - l)`` so each mixed input is dominated by its own sample
+    (Solar's mixup). The one batch-level mixup of every method (PLOT, pll-reg, Solar);
+    BalanceMix's eq. 5 draws one λ per row (``weaklab.methods.balancemix.mix_lambda``)."""
     lam = float(rng.beta(alpha, alpha))
+    if dominant:
+        lam = max(lam, 1 - lam)
     perm = torch.randperm(x.shape[0], device=x.device)
     return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm], lam
 

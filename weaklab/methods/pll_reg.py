@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from weaklab.augment import strong_augment, weak_augment
+from weaklab.augment import mixup, strong_augment, weak_augment
 from weaklab.methods import Method, register_method
 from weaklab.registry import check
 
@@ -318,12 +318,9 @@ class PseudoLabelPLL(Method):
             inputs.append(strong_augment(x[sel], flip=hp.flip))
             targets.append(w_sel)
         if hp.mixup:
-            l = float(self.rng.beta(hp.mix_alpha, hp.mix_alpha))
-            l = l if symmetric_mix else max(l, 1 - l)
-            perm = torch.randperm(w_sel.shape[0], device=x.device)
-            xs = x_weak[sel]
-            inputs.append(l * xs + (1 - l) * xs[perm])
-            targets.append(l * w_sel + (1 - l) * w_sel[perm])
+            xs, ts, _ = mixup(x_weak[sel], w_sel, alpha=hp.mix_alpha, rng=self.rng, dominant=not symmetric_mix)
+            inputs.append(xs)
+            targets.append(ts)
         out = F.log_softmax(model(torch.cat(inputs)).float(), dim=1)
         for part, target in zip(out.split([t.shape[0] for t in targets]), targets):
             total = total + (-(target * part).sum(1)).mean()

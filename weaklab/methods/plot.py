@@ -31,7 +31,7 @@ from typing import Iterator
 import torch
 from torch.nn import functional as F
 
-from weaklab.augment import random_hflip, random_translate
+from weaklab.augment import mixup, random_hflip, random_translate
 from weaklab.methods import Method, register_method
 from weaklab.ot import SOLVERS, bag_layout, ot_pseudo_labels
 from weaklab.registry import ConfigError, check
@@ -74,11 +74,6 @@ def symmetric_ce(logits: Tensor, q: Tensor, *, alpha: float, beta: float, A: flo
 def soft_ce(logits: Tensor, q: Tensor) -> Tensor:
     """Cross-entropy with (possibly soft) targets: the objective of eq. 3 for fixed Q."""
     return -(q * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
-
-
-def mixup(x: Tensor, q: Tensor, *, lam: float, perm: Tensor) -> tuple[Tensor, Tensor]:
-    """x = lam x_i + (1 - lam) x_j and y = lam y_i + (1 - lam) y_j for the pairs (i, perm[i])."""
-    return lam * x + (1 - lam) * x[perm], lam * q + (1 - lam) * q[perm]
 
 
 def flip_crop(x: Tensor, *, pad: int = 4) -> Tensor:
@@ -325,8 +320,7 @@ class PLOT(DLLP):
         self._ready(model, data)
         x, q = self._inputs(data, idx), self.q[idx]
         if self.hp.mixup:
-            lam = float(self.rng.beta(self.hp.mixup_alpha, self.hp.mixup_alpha))
-            x, q = mixup(x, q, lam=lam, perm=torch.randperm(len(idx), device=idx.device))
+            x, q, _ = mixup(x, q, alpha=self.hp.mixup_alpha, rng=self.rng)
         logits = model(x)
         if self.hp.loss == "ce":
             return soft_ce(logits, q)
