@@ -170,20 +170,30 @@ def test_plot_hparam_errors():
         PLOTHparams(stage1_checkpoint="/nonexistent")
 
 
-def test_plot_from_checkpoint_starts_at_teacher_with_its_ot_labels(tmp_path):
+@pytest.mark.parametrize("student_init", ["teacher", "scratch"])
+def test_plot_from_checkpoint_starts_at_teacher_with_its_ot_labels(tmp_path, student_init):
+    """A loaded teacher gives stage two's first Q at ``begin``, and the engine gets its
+    weights as a stage switch (none for a scratch student); the student is never touched."""
     from weaklab.models import build_model
 
     data = label_proportion_bags(toy_dataset(n=64), BagParams(bag_size=8), np.random.default_rng(0))
     teacher = build_model("mlp", in_shape=(1, 2, 2), num_classes=4, width=0.05)
     torch.save({"model": teacher.state_dict()}, tmp_path / "state.pt")
-    m = PLOT(PLOTHparams(stage1_checkpoint=str(tmp_path), mixup=False), num_classes=4, seed=0)
+    m = PLOT(PLOTHparams(stage1_checkpoint=str(tmp_path), mixup=False, student_init=student_init),
+             num_classes=4, seed=0)
     m.init_state(data)
+    assert m.stage_switches() == {}
     student = build_model("mlp", in_shape=(1, 2, 2), num_classes=4, width=0.05)
+    start = {k: v.clone() for k, v in student.state_dict().items()}
+    switch = m.begin(student, data)
+    assert all(torch.equal(student.state_dict()[k], v) for k, v in start.items())
+    if student_init == "teacher":
+        assert switch.load.keys() == teacher.state_dict().keys()
+        assert all(torch.equal(switch.load[k], v) for k, v in teacher.state_dict().items())
+    else:
+        assert switch is None
     idx = next(iter(m.batches(data, 0, 16)))
-    loss = m.loss(student, data, idx, 0)
-    assert torch.isfinite(loss)
-    for k, v in teacher.state_dict().items():
-        assert torch.equal(student.state_dict()[k], v)
+    assert torch.isfinite(m.loss(student, data, idx, 0))
     with torch.no_grad():
         logp = torch.log_softmax(teacher(data.x), 1)
     want = ot_pseudo_labels(logp, m.layout, data.weak["proportions"], lam=None, solver="pot")

@@ -4,7 +4,7 @@ end re-initialises the network or resets the optimizer, the first and second epo
 stage two) and resumed from that checkpoint gives the uninterrupted run's history exactly.
 PLOT (paper 003: DLLP then Algorithm 1, the student from the teacher or from scratch) and
 pll-reg (paper 001 sec. 3.1: the prior-estimation stage, then the network restarted or
-kept)."""
+kept); and PLOT from a loaded teacher, whose start (``begin``) a resume must not repeat."""
 
 import pytest
 
@@ -53,3 +53,23 @@ def test_resume_on_each_side_of_the_stage_switch_is_bit_identical(case, tmp_path
             run_trial(cfg, on_epoch=interrupt)
         resumed = _strip(run_trial(cfg, restore=str(ckpt)).history)
         assert resumed == full, f"{case}: resumed after epoch {stop} differs from the uninterrupted run"
+
+
+@pytest.mark.parametrize("student_init", ["teacher", "scratch"])
+def test_plot_from_a_loaded_teacher_resumes_without_starting_again(student_init, tmp_path):
+    teacher_dir = tmp_path / "teacher"
+    dllp = next(c for c in expand(resolve(STUDIES.get("llp-bag-size"), smoke=True)) if c["method"] == "dllp")
+    run_trial({**dllp, "train.epochs": 2}, on_epoch=lambda h, save, last: save(str(teacher_dir)) if last else None)
+    cfg = {**_plot(student_init), "hp.stage1_epochs": 0, "hp.stage1_checkpoint": str(teacher_dir), "train.epochs": 3}
+    full = _strip(run_trial(cfg).history)
+    for stop in (1, 2):
+        ckpt = tmp_path / f"after-{stop}"
+
+        def interrupt(history, save, last, stop=stop, ckpt=ckpt):
+            if history[-1]["epoch"] == stop:
+                save(str(ckpt))
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            run_trial(cfg, on_epoch=interrupt)
+        assert _strip(run_trial(cfg, restore=str(ckpt)).history) == full, f"resumed after epoch {stop} differs"

@@ -25,7 +25,7 @@ import torch
 
 from weaklab.config import TrainConfig, parse_trial
 from weaklab.metrics import evaluate
-from weaklab.methods import METHODS, Method
+from weaklab.methods import METHODS, Method, StageSwitch
 from weaklab.models import build_model
 from weaklab.settings import WeakData
 
@@ -149,6 +149,24 @@ def train(*, data: WeakData, method: Method, config: TrainConfig, seed: int, on_
         if use_cuda and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
 
+    def switch_stage(switch: StageSwitch) -> None:
+        """Apply a method's stage switch between two epochs; the next checkpoint holds its result."""
+        nonlocal opt, sched, best_value, bad_epochs, best_weights
+        if switch.reinit:
+            model.load_state_dict(init_weights)
+            best_value, bad_epochs, best_weights = -math.inf, 0, None  # the new stage selects its own best epoch
+        if switch.load is not None:
+            model.load_state_dict(switch.load)
+        if switch.reinit or switch.load is not None or switch.fresh_optimizer:
+            opt = make_optimizer(model.parameters(), cfg)
+            sched = make_schedule(opt, cfg)
+
+    switches = method.stage_switches()
+    if not restore:
+        first = method.begin(model, data)
+        if first is not None:
+            switch_stage(first)
+
     step_model = torch.compile(model) if cfg.compile else model
     amp = use_cuda and cfg.amp
     # a checkpoint written at the early-stopping epoch resumes as stopped, not training on
@@ -193,16 +211,8 @@ def train(*, data: WeakData, method: Method, config: TrainConfig, seed: int, on_
         extra = method.end_epoch(model, data, epoch)
         _sync(device)
         method_s = time.perf_counter() - t_method
-        if method.reinit_requested:
-            model.load_state_dict(init_weights)
-            opt = make_optimizer(model.parameters(), cfg)
-            sched = make_schedule(opt, cfg)
-            method.reinit_requested = False
-            best_value, bad_epochs, best_weights = -math.inf, 0, None
-        if method.reset_optimizer_requested:  # a second stage that continues from these weights
-            opt = make_optimizer(model.parameters(), cfg)
-            sched = make_schedule(opt, cfg)
-            method.reset_optimizer_requested = False
+        if epoch in switches:
+            switch_stage(switches[epoch])
         lazy = cfg.eval_splits == "best"
         metrics = evaluate_splits(method, model, data, cfg.eval_batch_size, splits=("val",) if lazy else None)
         metrics.update(method.diagnostics(data))

@@ -6,15 +6,20 @@ evaluation, early stopping, checkpoints) and calls, per trial:
 
     m = METHODS.get(name)(hp, num_classes=K, device=dev, seed=seed)
     m.init_state(data)                               # once, before epoch 0
+    switches = m.stage_switches()                    # {epoch: StageSwitch}: the method's stages
+    if fresh run: apply(m.begin(model, data))        # e.g. labels and weights from a loaded teacher
     for epoch in range(epochs):
         for idx in m.batches(data, epoch, batch_size):   # index tensors on the device
             loss = m.loss(model, data, idx, epoch)       # under autocast on GPU
             ...backward, step...
         extra = m.end_epoch(model, data, epoch)          # per-epoch updates; returns metrics
-        if m.reinit_requested: ...engine re-initialises model + optimizer (two-stage methods)
-        if m.reset_optimizer_requested: ...engine gives a fresh optimizer + schedule, same weights
+        apply(switches.get(epoch))                       # the engine re-initialises / loads / resets
         probs = m.predict(model, x) for each eval split  # (N,K) probabilities, or scores if multilabel
         diag = m.diagnostics(data)                       # the ONLY place that may read data.hidden
+
+A stage switch is data the engine applies between two epochs (:class:`StageSwitch`), so
+its result is in the next checkpoint and a resumed run never applies it twice; ``predict``
+is a pure function of the model.
 
 Hyperparameters are a frozen dataclass ``Hparams`` whose fields are the paper's symbols
 (config keys ``hp.<field>``) and whose ``__post_init__`` validates with a one-line error.
@@ -41,6 +46,19 @@ class NoHparams:
     """A method without hyperparameters."""
 
 
+@dataclass(frozen=True)
+class StageSwitch:
+    """What the engine does to the network between two epochs when a method changes stage."""
+
+    reinit: bool = False
+    """back to the network's initial weights (a new network, same seed) and a new optimizer
+    and schedule; best-epoch selection restarts"""
+    load: dict[str, Tensor] | None = None
+    """weights to load into the network (a teacher's), then a new optimizer and schedule"""
+    fresh_optimizer: bool = False
+    """a new optimizer and schedule for the same weights"""
+
+
 class Method:
     name: ClassVar[str] = ""
     consumes: ClassVar[tuple[str, ...]] = ()
@@ -55,12 +73,20 @@ class Method:
         self.num_classes = num_classes
         self.device = torch.device(device)
         self.rng = np.random.default_rng([seed, 7])  # method-side numpy draws (Beta, sampling), own stream
-        self.reinit_requested = False
-        self.reset_optimizer_requested = False
 
     # -- per trial -----------------------------------------------------------------------
     def init_state(self, data: WeakData) -> None:
         """Set up explicit state from the weak data (never from ``data.hidden``)."""
+
+    def stage_switches(self) -> dict[int, StageSwitch]:
+        """The method's stages, declared from its hyperparameters: epoch index -> what the
+        engine does after that epoch's :meth:`end_epoch`. One stage: ``{}``."""
+        return {}
+
+    def begin(self, model: torch.nn.Module, data: WeakData) -> StageSwitch | None:
+        """Once before the first epoch of a fresh run (never on resume); the engine applies
+        what it returns. E.g. PLOT's first labels and weights from a loaded teacher."""
+        return None
 
     def batches(self, data: WeakData, epoch: int, batch_size: int) -> Iterator[Tensor]:
         """Index tensors of one epoch; default: a random permutation cut into batches."""

@@ -41,7 +41,7 @@ import torch
 from torch.nn import functional as F
 
 from weaklab.augment import mixup, strong_augment, weak_augment
-from weaklab.methods import Method, register_method
+from weaklab.methods import Method, StageSwitch, register_method
 from weaklab.registry import check
 
 Tensor = torch.Tensor
@@ -287,6 +287,12 @@ class PseudoLabelPLL(Method):
         return -(w * logp).sum(1)
 
     # schedule
+    def stage_switches(self) -> dict[int, StageSwitch]:
+        """Sec. 3.1: after the prior's pre-estimation stage, keep r and restart the network."""
+        if not (self.uses_prior and self.hp.reinit and self.hp.pre_epochs > 0):  # PRODEN, Solar: one stage
+            return {}
+        return {self.hp.pre_epochs - 1: StageSwitch(reinit=True)}
+
     def restarted(self, epoch: int) -> bool:
         """True in the second stage of a run that re-initialised the network after pre-estimation."""
         return self.uses_prior and self.hp.reinit and 0 < self.hp.pre_epochs <= epoch
@@ -378,8 +384,6 @@ class PseudoLabelPLL(Method):
             self.pred = self.candidate_argmax(model, data)
             if not self.hp.oracle_prior:
                 self.r = update_prior(r=self.r, pred=self.pred, mu=self.hp.mu_pre if epoch < pre else self.hp.mu)
-            if self.hp.reinit and pre > 0 and epoch == pre - 1:
-                self.reinit_requested = True  # sec. 3.1: keep r, restart the network
             out["stage"] = float(epoch >= pre)
             out["prior_ratio"] = float(self.r.max() / self.r.min().clamp_min(1e-12))
             out["warmup_eta"] = self.warmup_weight(epoch)

@@ -14,7 +14,9 @@ Stage two, ``plot`` (Algorithm 1): starting from the stage-one model, alternate
       (mass 1/n_i) and its proportions with cost -log p (eq. 4 exact -> hard labels by
       eq. 6; eq. 7 entropic with weight 1/lambda -> soft labels).
 One ``plot`` trial runs ``stage1_epochs`` of DLLP first (the teacher), or loads a teacher
-from ``stage1_checkpoint`` (an earlier trial's ``state.pt``). The Table 3 ablation
+from ``stage1_checkpoint`` (an earlier trial's ``state.pt``); the switch between the stages
+is declared (:meth:`PLOT.stage_switches`, :meth:`PLOT.begin`) and applied by the engine
+(``weaklab.methods.StageSwitch``), so a checkpoint on either side resumes exactly. The Table 3 ablation
 switches are hyperparameters: ``loss`` (ce / sce), ``ot`` (False: pseudo labels from the
 predictions themselves), ``mixup``; ``avg_last`` averages the last T label sets
 (the paper's TD_OT_5 and the five-epoch prediction mean of its no-OT rows).
@@ -22,6 +24,7 @@ predictions themselves), ``mixup``; ``avg_last`` averages the last T label sets
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -32,7 +35,7 @@ import torch
 from torch.nn import functional as F
 
 from weaklab.augment import mixup, random_hflip, random_translate
-from weaklab.methods import Method, register_method
+from weaklab.methods import Method, StageSwitch, register_method
 from weaklab.ot import SOLVERS, bag_layout, ot_pseudo_labels
 from weaklab.registry import ConfigError, check
 from weaklab.settings import WeakData
@@ -97,10 +100,6 @@ def bag_proportion_l1(probs: Tensor, bag: Tensor, proportions: Tensor) -> Tensor
     sums = torch.zeros(B, K, device=probs.device, dtype=torch.float64).index_add_(0, bag, probs.double())
     mean_p = sums / torch.bincount(bag, minlength=B).clamp_min(1)[:, None]
     return (mean_p - proportions.double()).abs().sum(1)
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "_orig_mod", model)  # torch.compile wraps the module
 
 
 def load_teacher(path: str, device: torch.device) -> dict[str, Tensor]:
@@ -265,18 +264,32 @@ class PLOT(DLLP):
 
     name = "plot"
     Hparams = PLOTHparams
-    state_keys = ("q", "q_hist", "teacher", "teacher_pending")
+    state_keys = ("q", "q_hist")
     diag_keys = ("train_acc", "ot_acc", "pseudo_acc")
 
     def init_state(self, data: WeakData) -> None:
         super().init_state(data)
         self.q: Tensor | None = None  # (N, K) pseudo labels used for training
         self.q_hist: Tensor | None = None  # (T', N, K) the last T raw label sets
-        self.teacher: dict[str, Tensor] | None = None
-        self.teacher_pending = torch.tensor(False)
-        if self.hp.stage1_epochs == 0:
-            self.teacher = load_teacher(self.hp.stage1_checkpoint, self.device)
-            self.teacher_pending = torch.tensor(True)
+
+    def stage_switches(self) -> dict[int, StageSwitch]:
+        """After the last DLLP epoch: stage two from the teacher's weights with a fresh
+        optimizer (``student_init=teacher``) or from the initial weights (``scratch``)."""
+        s1, init = self.hp.stage1_epochs, self.hp.student_init
+        if s1 == 0 or init == "continue":
+            return {}
+        return {s1 - 1: StageSwitch(fresh_optimizer=True) if init == "teacher" else StageSwitch(reinit=True)}
+
+    def begin(self, model: torch.nn.Module, data: WeakData) -> StageSwitch | None:
+        """With a loaded teacher (``stage1_epochs=0``): stage two's first Q from it (Alg. 1
+        Require), and its weights for the student unless ``student_init=scratch``."""
+        if self.hp.stage1_epochs > 0:
+            return None
+        teacher = load_teacher(self.hp.stage1_checkpoint, self.device)
+        net = copy.deepcopy(model)
+        net.load_state_dict(teacher)
+        self._push(self._raw_labels(predict_log_probs(net, data.x), data)[0])
+        return StageSwitch(load=teacher) if self.hp.student_init == "teacher" else None
 
     # -- labels ----------------------------------------------------------------------------
     def _raw_labels(self, logp: Tensor, data: WeakData) -> tuple[Tensor, dict[str, float]]:
@@ -293,31 +306,10 @@ class PLOT(DLLP):
         q = hist.mean(0)
         self.q = F.one_hot(q.argmax(1), q.shape[1]).float() if self.hp.labels == "hard" else q
 
-    def _teacher_labels(self, model: torch.nn.Module, data: WeakData) -> None:
-        """Stage two's first Q from a loaded teacher (Alg. 1 Require)."""
-        net = _unwrap(model)
-        start = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        net.load_state_dict(self.teacher)
-        self._push(self._raw_labels(predict_log_probs(net, data.x), data)[0])
-        if self.hp.student_init == "scratch":
-            net.load_state_dict(start)
-            self.teacher = None
-        self.teacher_pending = torch.tensor(self.hp.student_init == "teacher")
-
-    def _ready(self, model: torch.nn.Module, data: WeakData | None = None) -> None:
-        """Put the teacher's weights back after the engine's re-initialisation (which gave a
-        fresh optimizer), and build the first Q from a loaded teacher."""
-        if self.q is None and data is not None and self.hp.stage1_epochs == 0:
-            self._teacher_labels(model, data)
-        if bool(self.teacher_pending) and self.teacher is not None and self.q is not None:
-            _unwrap(model).load_state_dict(self.teacher)
-            self.teacher, self.teacher_pending = None, torch.tensor(False)
-
     # -- hooks ---------------------------------------------------------------------------------
     def loss(self, model, data, idx, epoch):
         if epoch < self.hp.stage1_epochs:
             return super().loss(model, data, idx, epoch)
-        self._ready(model, data)
         x, q = self._inputs(data, idx), self.q[idx]
         if self.hp.mixup:
             x, q, _ = mixup(x, q, alpha=self.hp.mixup_alpha, rng=self.rng)
@@ -327,7 +319,6 @@ class PLOT(DLLP):
         return symmetric_ce(logits, q, alpha=self.hp.sce_alpha, beta=self.hp.sce_beta, A=self.hp.sce_A)
 
     def end_epoch(self, model, data, epoch):
-        self._ready(model, data)
         s1 = self.hp.stage1_epochs
         logp = predict_log_probs(model, data.x)
         bag, props = data.weak["bag"], data.weak["proportions"]
@@ -346,13 +337,4 @@ class PLOT(DLLP):
         elif self._track_ot_now(epoch):
             q, out["ot_s"] = self._ot(logp, data, None)
             self._diag["ot_acc"] = q.argmax(1)
-        if epoch == s1 - 1 and self.hp.student_init == "teacher":
-            self.reset_optimizer_requested = True  # stage two: the teacher's weights, a fresh optimizer
-        elif epoch == s1 - 1 and self.hp.student_init == "scratch":
-            self.reinit_requested = True  # the engine re-initialises weights and the optimizer
         return out
-
-    @torch.no_grad()
-    def predict(self, model, x):
-        self._ready(model)
-        return super().predict(model, x)
