@@ -46,7 +46,6 @@ Paper 004 trains every compared method with RandAugment (and Mixup, all but Defa
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +56,7 @@ from weaklab.augment import randaugment
 from weaklab.data.multilabel import as_float
 from weaklab.methods import Method, register_method
 from weaklab.registry import check
+from weaklab.timing import Stopwatch
 
 Tensor = torch.Tensor
 
@@ -352,21 +352,20 @@ class BalanceMix(MultilabelMethod):
             self.p_sample = sampling_probs(instance_scores(Y=Y, P=P, A=A))
             out["sampler_max_over_min"] = float(self.p_sample.max() / self.p_sample.min())
         if hp.clean and epoch + 1 >= hp.warmup:  # from the first post-warm-up epoch on
-            t0 = time.perf_counter()
-            self.p_G = clean_posterior(losses=bce_per_label(logits=logits, Y=Y), Y=Y, iters=hp.gmm_iters)
-            if self.keep_positives:  # given positives are clean (weight 1, never re-labelled)
-                self.p_G = torch.where(Y > 0.5, torch.ones_like(self.p_G), self.p_G)
-            clean = self.p_G > 0.5
-            if data.x.is_cuda:
-                torch.cuda.synchronize()
-            out["gmm_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            if hp.relabel:
-                self.Y_ref, self.relabeled = relabel(Y=Y, conf=self.view_confidence(model, data.x), clean=clean,
-                                                     delta=hp.delta)
-            else:
-                self.Y_ref, self.relabeled = Y.clone(), torch.zeros_like(clean)
-            out["relabel_s"] = time.perf_counter() - t0
+            watch = Stopwatch(Y.device)
+            with watch:
+                self.p_G = clean_posterior(losses=bce_per_label(logits=logits, Y=Y), Y=Y, iters=hp.gmm_iters)
+                if self.keep_positives:  # given positives are clean (weight 1, never re-labelled)
+                    self.p_G = torch.where(Y > 0.5, torch.ones_like(self.p_G), self.p_G)
+                clean = self.p_G > 0.5
+            out["gmm_s"] = watch.pop()
+            with watch:
+                if hp.relabel:
+                    self.Y_ref, self.relabeled = relabel(Y=Y, conf=self.view_confidence(model, data.x), clean=clean,
+                                                         delta=hp.delta)
+                else:
+                    self.Y_ref, self.relabeled = Y.clone(), torch.zeros_like(clean)
+            out["relabel_s"] = watch.pop()
             self.W = label_weights(p_G=self.p_G, clean=clean, relabeled=self.relabeled, ambiguous=hp.ambiguous)
             out["clean_frac"] = float(clean.float().mean())
             out["relabel_frac"] = float(self.relabeled.float().mean())

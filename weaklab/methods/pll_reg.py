@@ -34,7 +34,6 @@ Interpretation choices where the paper is silent (see the report of issue #4):
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +42,7 @@ from torch.nn import functional as F
 from weaklab.augment import mixup, strong_augment, weak_augment
 from weaklab.methods import Method, StageSwitch, register_method
 from weaklab.registry import check
+from weaklab.timing import Stopwatch
 
 Tensor = torch.Tensor
 
@@ -121,40 +121,6 @@ def small_loss_selection(*, loss: Tensor, w: Tensor, rho: float, per: str = "bat
     else:
         quota = torch.ceil(rho * torch.bincount(cls, minlength=c).double() - 1e-9).long()
     return select_by_quota(loss=loss, cls=cls, quota=quota)
-
-
-class Stopwatch:
-    """Accumulates the time of ``with`` blocks: CUDA events on GPU (no sync in the hot loop),
-    ``perf_counter`` on CPU. ``pop()`` returns the seconds so far and resets."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self._pairs: list = []
-        self._s = 0.0
-
-    def __enter__(self):
-        if self.cuda:
-            self._start = torch.cuda.Event(enable_timing=True)
-            self._start.record()
-        else:
-            self._t = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        if self.cuda:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            self._pairs.append((self._start, end))
-        else:
-            self._s += time.perf_counter() - self._t
-
-    def pop(self) -> float:
-        s = self._s
-        if self._pairs:
-            torch.cuda.synchronize()
-            s += sum(a.elapsed_time(b) for a, b in self._pairs) / 1000.0
-        self._pairs, self._s = [], 0.0
-        return s
 
 
 # -- hyperparameters ----------------------------------------------------------------------------
@@ -377,17 +343,18 @@ class PseudoLabelPLL(Method):
         return torch.cat(out)
 
     def end_epoch(self, model, data, epoch):
-        t0 = time.perf_counter()
         out: dict[str, float] = {}
-        if self.uses_prior:
-            pre = self.hp.pre_epochs
-            self.pred = self.candidate_argmax(model, data)
-            if not self.hp.oracle_prior:
-                self.r = update_prior(r=self.r, pred=self.pred, mu=self.hp.mu_pre if epoch < pre else self.hp.mu)
-            out["stage"] = float(epoch >= pre)
-            out["prior_ratio"] = float(self.r.max() / self.r.min().clamp_min(1e-12))
-            out["warmup_eta"] = self.warmup_weight(epoch)
-        prior_s = time.perf_counter() - t0
+        watch = Stopwatch(self.device)
+        with watch:
+            if self.uses_prior:
+                pre = self.hp.pre_epochs
+                self.pred = self.candidate_argmax(model, data)
+                if not self.hp.oracle_prior:
+                    self.r = update_prior(r=self.r, pred=self.pred, mu=self.hp.mu_pre if epoch < pre else self.hp.mu)
+                out["stage"] = float(epoch >= pre)
+                out["prior_ratio"] = float(self.r.max() / self.r.min().clamp_min(1e-12))
+                out["warmup_eta"] = self.warmup_weight(epoch)
+        prior_s = watch.pop()
         out["label_update_s"] = self._timer.pop() + prior_s
         out["prior_update_s"] = prior_s
         out["rho"] = self.rho(epoch) if self.hp.selection else 1.0

@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import time
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -39,6 +38,7 @@ from weaklab.methods import Method, StageSwitch, register_method
 from weaklab.ot import SOLVERS, bag_layout, ot_pseudo_labels
 from weaklab.registry import ConfigError, check
 from weaklab.settings import WeakData
+from weaklab.timing import Stopwatch
 
 Tensor = torch.Tensor
 
@@ -229,11 +229,10 @@ class DLLP(Method):
         return dllp_loss(model(self._inputs(data, idx)), data.weak["bag"][idx], data.weak["proportions"])
 
     def _ot(self, logp: Tensor, data: WeakData, lam: float | None) -> tuple[Tensor, float]:
-        t0 = time.perf_counter()
-        q = ot_pseudo_labels(logp, self.layout, data.weak["proportions"], lam=lam, solver=self._solver(lam))
-        if q.device.type == "cuda":
-            torch.cuda.synchronize(q.device)
-        return q, time.perf_counter() - t0
+        watch = Stopwatch(logp.device)
+        with watch:
+            q = ot_pseudo_labels(logp, self.layout, data.weak["proportions"], lam=lam, solver=self._solver(lam))
+        return q, watch.pop()
 
     def _track_ot_now(self, epoch: int) -> bool:
         return self.hp.track_ot and (epoch + 1) % self.hp.track_ot_every == 0
