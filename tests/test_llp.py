@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from weaklab.data import Dataset
-from weaklab.methods.plot import PLOT, PLOTHparams, dllp_loss, flip_crop, symmetric_ce
+from weaklab.methods.baselines_qll import symmetric_ce
+from weaklab.methods.plot import PLOT, PLOTHparams, dllp_loss, flip_crop
 from weaklab.ot import bag_counts, bag_layout, ot_pseudo_labels, pot_plans, sinkhorn_batched, ssp_batched
 from weaklab.registry import ConfigError
 from weaklab.settings import make_weak_data, setting_params

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from weaklab.data import Dataset
 from weaklab.methods import METHODS, method_hparams
-from weaklab.methods.baselines_qll import bootstrap_loss, gce_loss, js_loss, sce_loss
+from weaklab.methods.baselines_qll import bootstrap_loss, gce_loss, js_loss, symmetric_ce
 from weaklab.methods.cpu import cpu_class_risks, cpu_risk, draw_alpha, kl_binary_losses, scaled_sjs, sjs_binary_losses
 from weaklab.registry import ConfigError
 from weaklab.settings import WeakData, make_weak_data, setting_params
@@ -234,7 +234,12 @@ def test_baseline_losses_known_values():
     assert gce_loss(z, y, q=0.7, k=0.5, w=w).item() == pytest.approx((lq - (1 - 0.5 ** 0.7) / 0.7) / 2, rel=1e-6)
     assert gce_loss(z, y, q=1.0).item() == pytest.approx(0.75)  # q = 1: MAE-like 1 - p_y
     # SCE: alpha CE + beta * (-A)(1 - p_y)
-    assert sce_loss(z, y, alpha=0.1, beta=1.0).item() == pytest.approx(0.1 * math.log(4) + 4 * 0.75, rel=1e-6)
+    assert symmetric_ce(z, y, alpha=0.1, beta=1.0).item() == pytest.approx(0.1 * math.log(4) + 4 * 0.75, rel=1e-6)
+    # hard labels take the closed form; the same labels one-hot take the general one
+    zr = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+    soft = F.one_hot(y, 4).float()
+    assert symmetric_ce(zr, soft, alpha=0.1, beta=1.0).item() == pytest.approx(
+        symmetric_ce(zr, y, alpha=0.1, beta=1.0).item(), rel=1e-6)
     # Bootstrap: hard z is the argmax class, beta = 1 is CE
     logits = torch.tensor([[2.0, 0.0, 0.0]])
     logp = F.log_softmax(logits, 1)[0]

@@ -53,13 +53,20 @@ def gce_loss(logits: Tensor, y: Tensor, *, q: float, k: float = 0.0, w: Tensor |
     return per.mean() if w is None else (w * per).mean()
 
 
-def sce_loss(logits: Tensor, y: Tensor, *, alpha: float, beta: float, A: float = -4.0) -> Tensor:
-    """``alpha CE + beta RCE`` (SCE eq. 7); RCE = -sum_k p_k log q_k with log 0 = A (eq. 5-6), i.e. -A (1 - p_y)."""
+def symmetric_ce(logits: Tensor, target: Tensor, *, alpha: float, beta: float, A: float = -4.0) -> Tensor:
+    """Symmetric cross-entropy (Wang et al. 2019, eq. 7): ``alpha CE + beta RCE`` with
+    CE = -sum_k q_k log p_k and RCE = -sum_k p_k log q_k, log 0 := A (eq. 5-6), i.e. log q
+    clamped below at A. ``target``: class indices (the SCE baseline) or distributions q
+    (PLOT's pseudo labels, paper 003 eq. 8-9). For a hard label q is one-hot, so RCE is
+    -A (1 - p_y) in closed form, computed as such (no one-hot, no log of zeros)."""
     logits = logits.float()
-    ce = F.cross_entropy(logits, y)
-    p_y = F.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
-    rce = (-A * (1.0 - p_y)).mean()
-    return alpha * ce + beta * rce
+    if target.dtype in (torch.int64, torch.int32):
+        p_y = F.softmax(logits, dim=1).gather(1, target[:, None]).squeeze(1)
+        return alpha * F.cross_entropy(logits, target) + beta * (-A * (1.0 - p_y)).mean()
+    logp = F.log_softmax(logits, dim=1)
+    ce = -(target * logp).sum(1)
+    rce = -(logp.exp() * torch.log(target.clamp_min(1e-30)).clamp_min(A)).sum(1)
+    return (alpha * ce + beta * rce).mean()
 
 
 def bootstrap_loss(logits: Tensor, y: Tensor, *, beta: float, mode: str = "hard") -> Tensor:
@@ -170,7 +177,8 @@ class SCE(Method):
     Hparams = SCEHparams
 
     def loss(self, model, data, idx, epoch):
-        return sce_loss(model(data.x[idx]), data.weak["y"][idx], alpha=self.hp.alpha, beta=self.hp.beta, A=self.hp.A)
+        return symmetric_ce(model(data.x[idx]), data.weak["y"][idx], alpha=self.hp.alpha, beta=self.hp.beta,
+                            A=self.hp.A)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 from weaklab.augment import mixup, random_hflip, random_translate
 from weaklab.methods import Method, StageSwitch, register_method
+from weaklab.methods.baselines_qll import symmetric_ce
 from weaklab.ot import SOLVERS, bag_layout, ot_pseudo_labels
 from weaklab.registry import ConfigError, check
 from weaklab.settings import WeakData
@@ -59,19 +60,6 @@ def dllp_loss(logits: Tensor, bag: Tensor, proportions: Tensor) -> Tensor:
     sizes = torch.bincount(local, minlength=len(ids)).clamp_min(1).unsqueeze(1)
     mean_p = sums / sizes
     return -(proportions[ids].float() * torch.log(mean_p.clamp_min(1e-12))).sum(1).mean()
-
-
-def symmetric_ce(logits: Tensor, q: Tensor, *, alpha: float, beta: float, A: float = -4.0) -> Tensor:
-    """Symmetric cross-entropy (eq. 9, weighted as in Wang et al. 2019, whose settings the
-    paper adopts): alpha * H(p, q) + beta * H(q, p).
-
-    L_CE = -sum_k q_k log p_k (the pseudo label q as target); L_RCE = -sum_k p_k log q_k
-    (eq. 8) with log 0 := A (Wang et al. use A = -4), i.e. log q clamped below at A.
-    """
-    logp = F.log_softmax(logits.float(), dim=1)
-    ce = -(q * logp).sum(1)
-    rce = -(logp.exp() * torch.log(q.clamp_min(1e-30)).clamp_min(A)).sum(1)
-    return (alpha * ce + beta * rce).mean()
 
 
 def soft_ce(logits: Tensor, q: Tensor) -> Tensor:
