@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -121,6 +121,22 @@ class Method:
                 setattr(self, k, d[k].to(self.device) if isinstance(d[k], Tensor) else d[k])
         if "_rng" in d:
             self.rng.bit_generator.state = d["_rng"]
+
+
+@torch.no_grad()
+def eval_logits(model: torch.nn.Module, x: Tensor, *, batch: int = 1024,
+                inputs: Callable[[Tensor], Tensor] | None = None, autocast: bool = False) -> Tensor:
+    """Float32 outputs of ``model`` on every row of ``x`` in eval mode, ``batch`` rows per
+    forward pass, restoring the caller's mode: the one "predict the whole training set" of
+    the methods' per-epoch updates. ``inputs`` maps a chunk to the model's input (uint8
+    images to float, chunk by chunk); ``autocast``: bf16 on GPU."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            return torch.cat([model(inputs(xb) if inputs else xb).float() for xb in x.split(batch)])
+    finally:
+        model.train(was)
 
 
 METHODS: Registry[type[Method]] = Registry("method")

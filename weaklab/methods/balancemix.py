@@ -54,7 +54,7 @@ from torch.nn import functional as F
 
 from weaklab.augment import randaugment
 from weaklab.data.multilabel import as_float
-from weaklab.methods import Method, register_method
+from weaklab.methods import Method, eval_logits, register_method
 from weaklab.registry import check
 from weaklab.timing import Stopwatch
 
@@ -256,14 +256,8 @@ class MultilabelMethod(Method):
 
     @torch.no_grad()
     def logits_all(self, model, x: Tensor, *, batch: int = 1024) -> Tensor:
-        """Logits of every row of ``x`` in eval mode (restoring the caller's mode)."""
-        was = model.training
-        model.eval()
-        try:
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
-                return torch.cat([model(as_float(x[i:i + batch])).float() for i in range(0, len(x), batch)])
-        finally:
-            model.train(was)
+        """Logits of every row of ``x`` (uint8 or float) in eval mode, bf16 on GPU."""
+        return eval_logits(model, x, batch=batch, inputs=as_float, autocast=x.is_cuda)
 
 
 POSITIVES = ("auto", "clean", "managed")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from weaklab.methods import Method, register_method
+from weaklab.methods import Method, eval_logits, register_method
 from weaklab.methods.cpu import scaled_sjs
 from weaklab.registry import check
 
@@ -229,9 +229,4 @@ class JS(Method):
 @torch.no_grad()
 def train_probs(model: torch.nn.Module, data, *, batch: int = 2048) -> Tensor:
     """Softmax over the whole training set in eval mode (restores the previous mode)."""
-    was = model.training
-    model.eval()
-    try:
-        return torch.cat([F.softmax(model(data.x[i:i + batch]).float(), dim=1) for i in range(0, data.n, batch)])
-    finally:
-        model.train(was)
+    return F.softmax(eval_logits(model, data.x, batch=batch), dim=1)

@@ -40,7 +40,7 @@ import torch
 from torch.nn import functional as F
 
 from weaklab.augment import mixup, strong_augment, weak_augment
-from weaklab.methods import Method, StageSwitch, register_method
+from weaklab.methods import Method, StageSwitch, eval_logits, register_method
 from weaklab.registry import check
 from weaklab.timing import Stopwatch
 
@@ -332,15 +332,8 @@ class PseudoLabelPLL(Method):
     def candidate_argmax(self, model, data, batch_size: int = 1024) -> Tensor:
         """``argmax_j S_ij f_ij`` over the whole training set in eval mode, unaugmented (Solar's
         ``estimate_empirical_distribution``): the ``P`` of eq. 6."""
-        was_training = model.training
-        model.eval()
-        S = data.weak["S"]
-        out = []
-        for i in range(0, data.n, batch_size):
-            logits = model(data.x[i:i + batch_size]).float()
-            out.append(logits.masked_fill(S[i:i + batch_size] <= 0, float("-inf")).argmax(1))
-        model.train(was_training)
-        return torch.cat(out)
+        logits = eval_logits(model, data.x, batch=batch_size)
+        return logits.masked_fill(data.weak["S"] <= 0, float("-inf")).argmax(1)
 
     def end_epoch(self, model, data, epoch):
         out: dict[str, float] = {}

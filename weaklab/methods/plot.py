@@ -34,7 +34,7 @@ import torch
 from torch.nn import functional as F
 
 from weaklab.augment import mixup, random_hflip, random_translate
-from weaklab.methods import Method, StageSwitch, register_method
+from weaklab.methods import Method, StageSwitch, eval_logits, register_method
 from weaklab.methods.baselines_qll import symmetric_ce
 from weaklab.ot import SOLVERS, bag_layout, ot_pseudo_labels
 from weaklab.registry import ConfigError, check
@@ -75,11 +75,7 @@ def flip_crop(x: Tensor, *, pad: int = 4) -> Tensor:
 @torch.no_grad()
 def predict_log_probs(model: torch.nn.Module, x: Tensor, *, chunk: int = 1024) -> Tensor:
     """log p_phi(k|x) of every row of x in eval mode (the OT cost is -log p, eq. 4)."""
-    was = model.training
-    model.eval()
-    out = torch.cat([F.log_softmax(model(xb).float(), dim=1) for xb in x.split(chunk)])
-    model.train(was)
-    return out
+    return F.log_softmax(eval_logits(model, x, batch=chunk), dim=1)
 
 
 def bag_proportion_l1(probs: Tensor, bag: Tensor, proportions: Tensor) -> Tensor:
