@@ -143,8 +143,8 @@ class PLLHparams:
     """epochs of the linear rho ramp (paper: 50)"""
     select_per: str = "batch"
     """batch: quota ceil(rho |B|) per class as written in sec. 2.4 | class: ceil(rho |B_k|)"""
-    mix_alpha: float = 4.0
-    """mixup coefficient ~ Beta(mix_alpha, mix_alpha) (paper: 4)"""
+    mixup_alpha: float = 4.0
+    """mixup coefficient ~ Beta(mixup_alpha, mixup_alpha) (paper: 4); the name PLOT uses too"""
     flip: bool = True
     """horizontal flips in the augmentations (off for digits)"""
 
@@ -155,7 +155,7 @@ class PLLHparams:
         check(0.0 <= self.rho_end <= 1.0, "hp.rho_end", self.rho_end, "a ratio rho in [0, 1]")
         check(self.ramp_epochs >= 0, "hp.ramp_epochs", self.ramp_epochs, "an integer >= 0")
         check(self.select_per in ("batch", "class"), "hp.select_per", self.select_per, "batch or class")
-        check(self.mix_alpha > 0, "hp.mix_alpha", self.mix_alpha, "a Beta parameter > 0")
+        check(self.mixup_alpha > 0, "hp.mixup_alpha", self.mixup_alpha, "a Beta parameter > 0")
 
 
 @dataclass(frozen=True)
@@ -290,7 +290,7 @@ class PseudoLabelPLL(Method):
             inputs.append(strong_augment(x[sel], flip=hp.flip))
             targets.append(w_sel)
         if hp.mixup:
-            xs, ts, _ = mixup(x_weak[sel], w_sel, alpha=hp.mix_alpha, rng=self.rng, dominant=not symmetric_mix)
+            xs, ts, _ = mixup(x_weak[sel], w_sel, alpha=hp.mixup_alpha, rng=self.rng, dominant=not symmetric_mix)
             inputs.append(xs)
             targets.append(ts)
         out = F.log_softmax(model(torch.cat(inputs)).float(), dim=1)
