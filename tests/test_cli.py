@@ -25,6 +25,8 @@ from weaklab.cli import main
     (["run", "tau-sweep", "--search", "random"], "--search='random'"),
     (["run", "tau-sweep", "--num-samples", "5"], "--num-samples=5"),
     (["run", "tau-sweep", "--seeds", "0"], "--seeds=0"),
+    (["run", "tau-sweep", "--set", "train.adam_fused=maybe"], "train.adam_fused='maybe'"),
+    (["run", "balancemix-delta-alpha", "--set", "hp.peer_adam_fused=3"], "hp.peer_adam_fused='3'"),
     (["run", "tau-sweep", "--dataset", "cifar10"], "--data-root"),
     (["run", "tau-sweep", "--dataset", "cifar10", "--data-root", "/nonexistent-dir"], "/nonexistent-dir"),
 ])
