@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from studies import STUDIES, expand, resolve
-from weaklab.engine import run_trial, selected_so_far
+from weaklab.engine import run_trial
+from weaklab.store import selected_so_far
 
 
 def _cfg(method="heteroscedastic", **over):

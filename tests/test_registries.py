@@ -24,11 +24,7 @@ def _setting_case(name: str):
 
 
 def _tensors(weak) -> dict[str, torch.Tensor]:
-    out = {"x": weak.x, **{f"weak/{k}": v for k, v in weak.weak.items()},
-           **{f"hidden/{k}": v for k, v in weak.hidden.items()}}
-    for split, (x, y) in weak.evals.items():
-        out[f"{split}/x"], out[f"{split}/y"] = x, y
-    return out
+    return {k: v for k, v in weak.to_tensors().items() if isinstance(v, torch.Tensor)}
 
 
 @pytest.mark.parametrize("name", SETTINGS.names())

@@ -49,7 +49,7 @@ def test_a_study_metric_is_a_validation_column_of_the_trials_table(metric):
 def test_the_study_metric_is_a_column_of_its_schema_and_tune_sees_it_every_epoch(name):
     """The select phase reads the study's metric from ``trials``; Tune ranks running
     trials by the key :func:`weaklab.study.tune_metric` names, which every epoch reports."""
-    from weaklab.engine import selected_so_far
+    from weaklab.store import selected_so_far
     from weaklab.study import tune_metric
 
     study = resolve(STUDIES.get(name), smoke=True)

@@ -32,6 +32,19 @@ def _pll_reg(reinit: bool) -> dict:
     return {**cfg, "hp.pre_epochs": SWITCH, "hp.reinit": reinit, "train.epochs": EPOCHS, "train.patience": 0}
 
 
+def _resumed_after(cfg: dict, stop: int, ckpt) -> list:
+    """The history of ``cfg`` interrupted right after the checkpoint of epoch ``stop``, then
+    resumed from it (the node dies after that checkpoint)."""
+    def interrupt(history, save, last):
+        if history[-1]["epoch"] == stop:
+            save(str(ckpt))
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, on_epoch=interrupt)
+    return _strip(run_trial(cfg, restore=str(ckpt)).history)
+
+
 CASES = {"plot-teacher": lambda: _plot("teacher"), "plot-scratch": lambda: _plot("scratch"),
          "pll-reg-reinit": lambda: _pll_reg(True), "pll-reg-kept": lambda: _pll_reg(False)}
 
@@ -42,16 +55,7 @@ def test_resume_on_each_side_of_the_stage_switch_is_bit_identical(case, tmp_path
     full = _strip(run_trial(cfg).history)
     assert len(full) == EPOCHS
     for stop in (SWITCH - 1, SWITCH, SWITCH + 1):
-        ckpt = tmp_path / f"after-{stop}"
-
-        def interrupt(history, save, last, stop=stop, ckpt=ckpt):
-            if history[-1]["epoch"] == stop:
-                save(str(ckpt))
-                raise KeyboardInterrupt  # the node dies right after this checkpoint
-
-        with pytest.raises(KeyboardInterrupt):
-            run_trial(cfg, on_epoch=interrupt)
-        resumed = _strip(run_trial(cfg, restore=str(ckpt)).history)
+        resumed = _resumed_after(cfg, stop, tmp_path / f"after-{stop}")
         assert resumed == full, f"{case}: resumed after epoch {stop} differs from the uninterrupted run"
 
 
@@ -63,13 +67,4 @@ def test_plot_from_a_loaded_teacher_resumes_without_starting_again(student_init,
     cfg = {**_plot(student_init), "hp.stage1_epochs": 0, "hp.stage1_checkpoint": str(teacher_dir), "train.epochs": 3}
     full = _strip(run_trial(cfg).history)
     for stop in (1, 2):
-        ckpt = tmp_path / f"after-{stop}"
-
-        def interrupt(history, save, last, stop=stop, ckpt=ckpt):
-            if history[-1]["epoch"] == stop:
-                save(str(ckpt))
-                raise KeyboardInterrupt
-
-        with pytest.raises(KeyboardInterrupt):
-            run_trial(cfg, on_epoch=interrupt)
-        assert _strip(run_trial(cfg, restore=str(ckpt)).history) == full, f"resumed after epoch {stop} differs"
+        assert _resumed_after(cfg, stop, tmp_path / f"after-{stop}") == full, f"resumed after epoch {stop} differs"

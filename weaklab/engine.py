@@ -51,14 +51,6 @@ class TrainResult:
         return next(h for h in self.history if h["epoch"] == self.best_epoch)
 
 
-def selected_so_far(history: list[dict[str, float]]) -> dict[str, float]:
-    """``best.val_*``: the validation metrics of the epoch selected so far (``best_epoch`` of
-    the last row), named as the trials table's columns, for Tune to rank a running trial by."""
-    last = history[-1]
-    best = next((h for h in history if h["epoch"] == last.get("best_epoch", last["epoch"])), last)
-    return {f"best.{k}": v for k, v in best.items() if k.startswith("val_")}
-
-
 def resolve_device(name: str) -> torch.device:
     """``auto``: the GPU this process may see (Ray sets CUDA_VISIBLE_DEVICES to the GPUs it
     assigned, empty when none), else the CPU."""

@@ -339,6 +339,19 @@ def resolved_params(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def selected_row(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The epoch row chosen so far by ``train.monitor`` (``best_epoch`` of the last row):
+    what the ``best.*`` columns hold."""
+    last = history[-1]
+    return next((h for h in history if h["epoch"] == int(last.get("best_epoch", last["epoch"]))), last)
+
+
+def selected_so_far(history: list[dict[str, Any]]) -> dict[str, float]:
+    """``best.val_*`` of a running trial, named as the trials table's columns, for Tune to
+    rank it by (``weaklab.study.tune_metric``)."""
+    return {f"best.{k}": v for k, v in selected_row(history).items() if k.startswith("val_")}
+
+
 def trial_row(*, study: str, trial_id: str, config: dict[str, Any], status: str, history: list[dict[str, Any]],
               error: str = "", extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """One ``trials/`` row from a trial's config and epoch history."""
@@ -354,12 +367,10 @@ def trial_row(*, study: str, trial_id: str, config: dict[str, Any], status: str,
         row.update({k: v for k, v in config.items() if k.startswith(("setting.", "hp.", "train."))})
     numeric = lambda d: {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if history:
-        last = history[-1]
-        best_epoch = int(last.get("best_epoch", last["epoch"]))
-        best = next((h for h in history if h["epoch"] == best_epoch), last)
+        last, best = history[-1], selected_row(history)
         row.update({f"final.{k}": v for k, v in numeric(last).items() if k != "epoch"})
         row.update({f"best.{k}": v for k, v in numeric(best).items() if k != "epoch"})
-        row["epochs"], row["best_epoch"] = int(last["epoch"]), best_epoch
+        row["epochs"], row["best_epoch"] = int(last["epoch"]), int(last.get("best_epoch", last["epoch"]))
     else:
         row["epochs"], row["best_epoch"] = 0, 0
     row.update(versions())

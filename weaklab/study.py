@@ -187,7 +187,7 @@ class Study:
 def tune_metric(metric: str) -> str:
     """The key of a trial's per-epoch report that carries trials column ``metric`` so far:
     ``final.val_map`` is the epoch's own ``val_map``; ``best.val_acc`` is reported as such
-    (``weaklab.engine.selected_so_far``)."""
+    (``weaklab.store.selected_so_far``)."""
     return metric[len("final."):] if metric.startswith("final.") else metric
 
 

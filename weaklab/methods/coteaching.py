@@ -104,12 +104,12 @@ class Coteaching(MultilabelMethod):
         for m in self.peer.modules():  # its own initialisation, drawn from the seeded torch stream
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
-        if hp.peer_optimizer == "sgd":
-            self.peer_opt = torch.optim.SGD(self.peer.parameters(), lr=hp.peer_lr, momentum=hp.peer_momentum,
-                                            weight_decay=hp.peer_weight_decay)
-        else:
-            self.peer_opt = torch.optim.Adam(self.peer.parameters(), lr=hp.peer_lr, weight_decay=hp.peer_weight_decay,
-                                            fused=hp.peer_adam_fused)
+        from weaklab.config import TrainConfig
+        from weaklab.engine import make_optimizer  # the engine's own optimizer, built from g's settings
+
+        self.peer_opt = make_optimizer(self.peer.parameters(), TrainConfig(
+            optimizer=hp.peer_optimizer, lr=hp.peer_lr, momentum=hp.peer_momentum,
+            weight_decay=hp.peer_weight_decay, adam_fused=hp.peer_adam_fused))
         self.peer_sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.peer_opt, T_max=hp.peer_epochs)
                            if hp.peer_epochs else None)
         if self._pending is not None:

@@ -473,6 +473,6 @@ def check_search(study, configs, opts, *, sets=None, data_root=None, experiments
 
 def make_searcher(study, configs, opts, *, experiment: str, resume: bool, sets=None, data_root=None):
     units, samples, seeds = _plan(study, configs, opts, sets, data_root)
-    return ReplicateSearcher(units, samples, seeds, metric=tune_metric(study.metric), mode=study.mode, sampler=opts.sampler,
-                             storage=opts.optuna_storage, study_name=experiment,
+    return ReplicateSearcher(units, samples, seeds, metric=tune_metric(study.metric), mode=study.mode,
+                             sampler=opts.sampler, storage=opts.optuna_storage, study_name=experiment,
                              checkpoint_every_s=opts.checkpoint_every_s, resume=resume)

@@ -23,7 +23,8 @@ from typing import Any
 from ray import tune
 from ray.tune.trainable import wrap_function
 
-from weaklab.engine import build_trial, resolve_device, selected_so_far, train
+from weaklab.engine import build_trial, resolve_device, train
+from weaklab.store import selected_so_far
 from weaklab.tune import _ray_compat
 
 
@@ -193,9 +194,9 @@ def weaklab_trainable(config: dict[str, Any]) -> None:
             # state Tune resumed from had not seen it end): nothing left to train, so
             # report the final epoch again, else the driver would store it without results
             row = result.history[-1]
-            tune.report({**row, **selected_so_far(result.history), "weaklab": {**meta_static, "wall_s": time.perf_counter() - t0, "keys": list(row),
-                                            "last": True, "history": json.dumps(result.history),
-                                            "cost": cost.read()}})
+            tune.report({**row, **selected_so_far(result.history),
+                         "weaklab": {**meta_static, "wall_s": time.perf_counter() - t0, "keys": list(row),
+                                     "last": True, "history": json.dumps(result.history), "cost": cost.read()}})
     finally:
         if restore_ctx:
             restore_ctx.__exit__(None, None, None)
