@@ -46,11 +46,12 @@ def test_study_grid_matches_paper_tables():
 
 
 def test_select_phase_chooses_one_point_per_noise_among_both_sweeps():
-    """The runner's choice (``_chosen_configs``) keeps exactly one (δ, α) per noise type and
+    """The runner's choice (``_chosen_trials``) keeps exactly one (δ, α) per noise type and
     label, all seeds, whichever sweep it comes from."""
     import pandas as pd
 
-    from weaklab.tune.runner import _chosen_configs
+    from weaklab.config import parse_trial
+    from weaklab.tune.runner import _chosen_trials
 
     study = get_study(NAME)
     cfgs = expand(study)
@@ -61,7 +62,7 @@ def test_select_phase_chooses_one_point_per_noise_among_both_sweeps():
         hit = (select["setting.noise"] == noise) & (select["hp.delta"] == d) & (select["hp.alpha"] == a) \
             & select["label"].str.startswith("balancemix")
         select.loc[hit, "final.val_map"] = 0.9
-    final = _chosen_configs(study, cfgs, select)
+    final = [t.config for t in _chosen_trials(study, [parse_trial(c) for c in cfgs], select)]
     chosen = {(c["setting.noise"], c["hp.delta"], c["hp.alpha"], c["seed"]) for c in final
               if c["label"].startswith("balancemix")}
     assert chosen == {(n, d, a, s) for n, (d, a) in best.items() for s in range(study.seeds)}

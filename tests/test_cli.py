@@ -104,17 +104,17 @@ def test_planned_trials_is_what_the_runner_starts(name):
     import numpy as np
     import pandas as pd
 
-    from weaklab.tune.runner import _chosen_configs, planned_final, prepare, split_select
+    from weaklab.tune.runner import _chosen_trials, planned_final, prepare, split_select
 
     plan = prepare(name, build_data=False)
     study = plan.study
     if not study.select_then_seeds:
         assert plan.planned_trials() == len(plan.configs)
         return
-    select, _ = split_select(study, plan.configs)
-    assert {c["seed"] for c in select} == set(range(min(study.select_seeds, study.seeds)))
-    rows = pd.DataFrame(select).assign(status="completed")
+    select, _ = split_select(study, plan.trials)
+    assert {t.seed for t in select} == set(range(min(study.select_seeds, study.seeds)))
+    rows = pd.DataFrame([t.config for t in select]).assign(status="completed")
     rows[study.metric] = np.random.default_rng(0).random(len(rows))
-    final = _chosen_configs(study, plan.configs, rows)
-    assert planned_final(study, plan.configs) == len(final)
+    final = _chosen_trials(study, plan.trials, rows)
+    assert planned_final(study, plan.trials) == len(final)
     assert plan.planned_trials() == len(select) + len(final)

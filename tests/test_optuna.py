@@ -19,6 +19,7 @@ import time
 import pandas as pd
 import pytest
 
+from weaklab.config import Trial
 from weaklab.tune.runner import RunOptions, prepare
 from weaklab.tune.search import ReplicateSearcher, arm_configs, make_searcher, search_units, split_samples
 
@@ -41,6 +42,8 @@ def _drive(searcher: ReplicateSearcher, *, concurrent: int = 2, stop_after: int 
             cfg = searcher.suggest(f"t{n}")
             if cfg is None or cfg == ReplicateSearcher.FINISHED:
                 break
+            assert isinstance(cfg["trial"], Trial)  # parsed once, on the driver: the worker gets it typed
+            cfg = {**cfg, "trial": cfg["trial"].config}
             handed.append(cfg)
             running.append((f"t{n}", cfg))
             n += 1

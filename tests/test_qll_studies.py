@@ -120,7 +120,7 @@ def test_selection_uses_the_seed_mean_of_validation_not_seed_0():
     import pandas as pd
 
     from weaklab.study import Arm, Study
-    from weaklab.tune.runner import _chosen_configs
+    from weaklab.tune.runner import _chosen_trials
 
     study = Study(name="t", title="t", reproduces="t", setting="quantized", seeds=5, select_seeds=3,
                   select_then_seeds=True, grid={"setting.mix": ("patchmix",)},
@@ -129,7 +129,7 @@ def test_selection_uses_the_seed_mean_of_validation_not_seed_0():
     val = {(0.1, 0): 0.90, (0.1, 1): 0.50, (0.1, 2): 0.50, (0.7, 0): 0.85, (0.7, 1): 0.80, (0.7, 2): 0.80}
     rows = [{"label": "js", "setting.mix": "patchmix", "hp.pi1": p, "seed": s, "status": "completed",
              "best.val_acc": v} for (p, s), v in val.items()]
-    chosen = _chosen_configs(study, configs, pd.DataFrame(rows))
+    chosen = [t.config for t in _chosen_trials(study, [parse_trial(c) for c in configs], pd.DataFrame(rows))]
     js = [c for c in chosen if c["label"] == "js"]
     assert {c["hp.pi1"] for c in js} == {0.7} and sorted(c["seed"] for c in js) == [0, 1, 2, 3, 4]
     # ce has nothing to choose: all its seeds, with no select rows at all
@@ -144,7 +144,7 @@ def test_setting_keys_of_an_arm_are_conditions_not_choices(tmp_path):
     import pandas as pd
 
     from weaklab.study import Arm, Study, hp_choices
-    from weaklab.tune.runner import _chosen_configs
+    from weaklab.tune.runner import _chosen_trials
 
     study = Study(name="t", title="t", reproduces="t", setting="quantized", seeds=2, select_then_seeds=True,
                   arms=(Arm("ce", grid={"setting.mix": ("mixup", "patchmix")}),
@@ -154,7 +154,7 @@ def test_setting_keys_of_an_arm_are_conditions_not_choices(tmp_path):
     best = {"mixup": 0.1, "patchmix": 0.7}
     rows = [{"label": "js", "setting.mix": m, "hp.pi1": p, "seed": 0, "status": "completed",
              "best.val_acc": 0.9 if best[m] == p else 0.5} for m in best for p in (0.1, 0.7)]
-    chosen = _chosen_configs(study, configs, pd.DataFrame(rows))
+    chosen = [t.config for t in _chosen_trials(study, [parse_trial(c) for c in configs], pd.DataFrame(rows))]
     assert {(c["setting.mix"], c["hp.pi1"], c["seed"]) for c in chosen if c["label"] == "js"} == \
         {(m, p, s) for m, p in best.items() for s in (0, 1)}
     assert len([c for c in chosen if c["label"] == "ce"]) == 4

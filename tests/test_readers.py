@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from weaklab import store
+from weaklab.config import parse_trial
 from weaklab.engine import run_trial
 from weaklab.study import STUDIES, discover
 from weaklab.tune.runner import prepare
@@ -54,10 +55,10 @@ def smoke_parquet(tmp_path_factory):
         for i, cfg in enumerate(picked.values()):
             cfg = {**cfg, "train.epochs": min(int(cfg.get("train.epochs", 2)), 2), "train.device": "cpu"}
             history = run_trial(cfg).history
-            row = store.trial_row(study=study.name, trial_id=f"t{i}", config=cfg, status="completed",
+            row = store.trial_row(study=study.name, trial_id=f"t{i}", trial=parse_trial(cfg), status="completed",
                                   history=history, extra={"wall_s": 1.0, "cost.cpu_s": 0.5})
             store.write_trial(study_dir, row, history, schema)
-        failed = store.trial_row(study=study.name, trial_id="failed", config=configs[-1], status="failed",
+        failed = store.trial_row(study=study.name, trial_id="failed", trial=plan.trials[-1], status="failed",
                                  history=[], error="FloatingPointError: nan")
         store.write_trial(study_dir, failed, [], schema)
         out[name] = (study_dir, schema, len(picked) + 1, len(picked))

@@ -8,6 +8,7 @@ import pytest
 from studies import STUDIES, expand
 from weaklab import store
 from weaklab.cli import main
+from weaklab.config import parse_trial
 from weaklab.registry import ConfigError
 
 
@@ -21,7 +22,7 @@ def _schema():
 
 def _write(d, tid, config, status="completed", history=(), schema=None, **kw):
     history = list(history)
-    row = store.trial_row(study="tau-sweep", trial_id=tid, config=config, status=status, history=history, **kw)
+    row = store.trial_row(study="tau-sweep", trial_id=tid, trial=parse_trial(config), status=status, history=history, **kw)
     store.write_trial(str(d), row, history, schema or _schema())
 
 
@@ -61,7 +62,7 @@ def test_every_file_has_the_study_schema_fixed_before_the_first_trial(tmp_path):
     without = next(c for c in cfgs if c.get("hp.pi2") is None)
     hist = [{"epoch": 1, "val_acc": 0.5, "gmm_s": 0.1, "best_epoch": 1}]
     for tid, cfg in (("a", with_pi2), ("b", without)):
-        row = store.trial_row(study="cpu-prior", trial_id=tid, config=cfg, status="completed", history=hist)
+        row = store.trial_row(study="cpu-prior", trial_id=tid, trial=parse_trial(cfg), status="completed", history=hist)
         store.write_trial(str(tmp_path), row, hist, schema)
     for table, want in (("trials", schema.trials), ("epochs", schema.epochs)):
         for f in os.listdir(tmp_path / table):
@@ -74,7 +75,7 @@ def test_every_file_has_the_study_schema_fixed_before_the_first_trial(tmp_path):
 
 
 def test_an_unknown_column_raises_instead_of_being_dropped(tmp_path):
-    row = store.trial_row(study="s", trial_id="x", config=_configs()[0], status="completed", history=[],
+    row = store.trial_row(study="s", trial_id="x", trial=parse_trial(_configs()[0]), status="completed", history=[],
                           extra={"cost.new_thing": 1.0})
     with pytest.raises(ValueError, match="cost.new_thing"):
         store.write_trial(str(tmp_path), row, [], _schema())
@@ -115,7 +116,7 @@ def test_a_crashed_writers_temp_file_is_hidden_from_every_reader(tmp_path):
 
 def test_bad_status_and_missing_folder(tmp_path):
     with pytest.raises(ValueError):
-        store.trial_row(study="s", trial_id="x", config=_configs()[0], status="weird", history=[])
+        store.trial_row(study="s", trial_id="x", trial=parse_trial(_configs()[0]), status="weird", history=[])
     with pytest.raises(FileNotFoundError, match="not a weaklab study"):
         store.load_study(str(tmp_path))
 

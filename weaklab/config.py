@@ -7,14 +7,15 @@ A trial is one flat dict, the same keys that become Parquet columns:
     hp.<field>       -> the method's Hparams dataclass    (weaklab.methods)
     train.<field>    -> TrainConfig below                 (weaklab.engine)
 
-:func:`parse_trial` turns it into typed objects and is where every value is validated,
-before any Ray work starts.
+:func:`parse_trial` turns it into a typed :class:`Trial` and is where every value is
+validated, once, before any Ray work starts; the Trial (holding its flat config) is what
+Tune's grid, the worker and the store receive.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from weaklab.registry import ConfigError, check
@@ -116,16 +117,44 @@ TOP_KEYS = ("study", "dataset", "data_root", "setting", "method", "seed", "label
 
 @dataclass(frozen=True)
 class Trial:
-    """A parsed, validated trial config."""
+    """A parsed, validated trial config: what Tune's grid holds, the worker trains and the
+    store writes (:func:`parse_trial` makes it, once per configuration)."""
 
     dataset: str
+    """dataset name (weaklab.data)"""
     data_root: str | None
+    """folder of the torchvision-format files (None: bundled data)"""
     setting: str
+    """weak-label setting (weaklab.settings)"""
     setting_params: Any
+    """the setting's Params"""
     method: str
+    """method (weaklab.methods)"""
     hparams: Any
+    """the method's Hparams"""
     train: TrainConfig
+    """the engine's TrainConfig"""
     seed: int
+    """seed of the weak labels and of training"""
+    config: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """the flat config it was parsed from (with ``study``, ``label``, ``phase``): its keys
+    name the Parquet columns, its values are what the study file and ``--set`` gave"""
+
+    @property
+    def label(self) -> str:
+        """the arm's label (its method name when the study gives none)"""
+        return self.config.get("label") or self.method
+
+    def columns(self) -> dict[str, Any]:
+        """Every setting/hp/train value, defaults filled in, as prefixed Parquet columns."""
+        out: dict[str, Any] = {}
+        for prefix, obj in (("setting.", self.setting_params), ("hp.", self.hparams), ("train.", self.train)):
+            out.update({prefix + k: v for k, v in dataclasses.asdict(obj).items()})
+        return out
+
+    def in_phase(self, phase: str) -> "Trial":
+        """This trial tagged with a select-then-seeds phase (no value changes, nothing to re-check)."""
+        return dataclasses.replace(self, config={**self.config, "phase": phase})
 
 
 def _coerce(cls: type, prefix: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -185,5 +214,12 @@ def parse_trial(cfg: dict[str, Any]) -> Trial:
         dataset=cfg["dataset"], data_root=cfg.get("data_root"), setting=cfg["setting"],
         setting_params=setting_params(cfg["setting"], _coerce(spec.Params, "setting.", sp)),
         method=cfg["method"], hparams=method_hparams(cfg["method"], _coerce(mcls.Hparams, "hp.", hp)),
-        train=TrainConfig(**_coerce(TrainConfig, "train.", tr)), seed=seed,
+        train=TrainConfig(**_coerce(TrainConfig, "train.", tr)), seed=seed, config=dict(cfg),
     )
+
+
+def as_trial(trial: "Trial | dict[str, Any]") -> Trial:
+    """A :class:`Trial` as is; a flat config parsed. For callers that start from a dict
+    (``engine.run_trial`` without Ray, benchmarks, a Tune state written before Tune's grid
+    held trials); a study's trials are parsed once, in ``weaklab.tune.runner.prepare``."""
+    return trial if isinstance(trial, Trial) else parse_trial(trial)

@@ -23,7 +23,7 @@ from typing import Any, Callable, Container
 
 import torch
 
-from weaklab.config import TrainConfig, parse_trial
+from weaklab.config import Trial, TrainConfig, as_trial
 from weaklab.metrics import evaluate
 from weaklab.methods import METHODS, Method, StageSwitch
 from weaklab.models import build_model
@@ -252,11 +252,11 @@ def _dataset(name: str, root: str | None, split_seed: int):
     return load_dataset(name, root=root, split_seed=split_seed)
 
 
-def build_trial(cfg: dict[str, Any]) -> tuple[Any, WeakData, Method]:
-    """(parsed trial, weak data, method) for a flat trial config; validates everything."""
+def build_trial(trial: Trial | dict[str, Any]) -> tuple[Trial, WeakData, Method]:
+    """(trial, weak data, method) for a :class:`Trial` (a flat config is parsed first)."""
     from weaklab.settings import make_weak_data
 
-    t = parse_trial(cfg)
+    t = as_trial(trial)
     ds = _dataset(t.dataset, t.data_root, 0)
     weak = make_weak_data(ds, t.setting, t.setting_params, t.seed)
     method = METHODS.get(t.method)(t.hparams, num_classes=weak.num_classes,
@@ -264,7 +264,8 @@ def build_trial(cfg: dict[str, Any]) -> tuple[Any, WeakData, Method]:
     return t, weak, method
 
 
-def run_trial(cfg: dict[str, Any], *, on_epoch: OnEpoch | None = None, restore: str | None = None) -> TrainResult:
-    """One trial from its flat config (``weaklab.config``), without Ray."""
-    t, weak, method = build_trial(cfg)
+def run_trial(trial: Trial | dict[str, Any], *, on_epoch: OnEpoch | None = None,
+              restore: str | None = None) -> TrainResult:
+    """One trial (a :class:`Trial` or its flat config, ``weaklab.config``), without Ray."""
+    t, weak, method = build_trial(trial)
     return train(data=weak, method=method, config=t.train, seed=t.seed, on_epoch=on_epoch, restore=restore)

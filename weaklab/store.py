@@ -55,6 +55,9 @@ import pyarrow.parquet as pq
 
 from weaklab.registry import ConfigError
 
+if typing.TYPE_CHECKING:
+    from weaklab.config import Trial
+
 STATUSES = ("completed", "failed", "stopped")
 SCHEMA_VERSION = 3
 """1: columns inferred per file (a None value made a null-typed column); 2: one typed
@@ -328,17 +331,6 @@ def _cell(v: Any, typ: pa.DataType) -> Any:
 
 # -- rows --------------------------------------------------------------------------------
 
-def resolved_params(config: dict[str, Any]) -> dict[str, Any]:
-    """The trial's setting/hp/train values with defaults filled in, as prefixed columns."""
-    from weaklab.config import parse_trial
-
-    t = parse_trial(config)
-    out: dict[str, Any] = {}
-    for prefix, obj in (("setting.", t.setting_params), ("hp.", t.hparams), ("train.", t.train)):
-        out.update({prefix + k: v for k, v in dataclasses.asdict(obj).items()})
-    return out
-
-
 def selected_row(history: list[dict[str, Any]]) -> dict[str, Any]:
     """The epoch row chosen so far by ``train.monitor`` (``best_epoch`` of the last row):
     what the ``best.*`` columns hold."""
@@ -352,19 +344,15 @@ def selected_so_far(history: list[dict[str, Any]]) -> dict[str, float]:
     return {f"best.{k}": v for k, v in selected_row(history).items() if k.startswith("val_")}
 
 
-def trial_row(*, study: str, trial_id: str, config: dict[str, Any], status: str, history: list[dict[str, Any]],
+def trial_row(*, study: str, trial_id: str, trial: Trial, status: str, history: list[dict[str, Any]],
               error: str = "", extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One ``trials/`` row from a trial's config and epoch history."""
+    """One ``trials/`` row from a :class:`~weaklab.config.Trial` and its epoch history."""
     if status not in STATUSES:
         raise ValueError(f"status={status!r}; allowed: {STATUSES}")
-    row: dict[str, Any] = {"study": study, "trial_id": trial_id, "status": status, "error": error}
-    for k in ("method", "label", "dataset", "setting", "seed", "phase"):
-        row[k] = config.get(k, "" if k != "seed" else 0)
-    row["label"] = row["label"] or row["method"]
-    try:
-        row.update(resolved_params(config))
-    except Exception:  # an invalid config still gets its row (status failed) with raw values
-        row.update({k: v for k, v in config.items() if k.startswith(("setting.", "hp.", "train."))})
+    row: dict[str, Any] = {"study": study, "trial_id": trial_id, "status": status, "error": error,
+                           "method": trial.method, "label": trial.label, "dataset": trial.dataset,
+                           "setting": trial.setting, "seed": trial.seed, "phase": trial.config.get("phase", "")}
+    row.update(trial.columns())
     numeric = lambda d: {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if history:
         last, best = history[-1], selected_row(history)

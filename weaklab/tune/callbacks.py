@@ -81,7 +81,7 @@ class ParquetCallback(tune.Callback):
                     for k in ("cpu_s", "gpu_s", "peak_rss_mb", "peak_gpu_mb")},
                  # facts of the realised weak labels (flip rate, imbalance, candidate-set size)
                  **{f"info.{k}": v for k, v in meta.get("info", {}).items()}}
-        row = store.trial_row(study=self.study, trial_id=tid, config=materialize(trial.config), status=status,
+        row = store.trial_row(study=self.study, trial_id=tid, trial=materialize(trial.config), status=status,
                               history=history, error=error, extra=extra)
         store.write_trial(self.study_dir, row, history, self.schema)
         self.epochs.pop(tid, None)
@@ -110,12 +110,12 @@ class ProgressCallback(tune.Callback):
         value = self.last.get(trial.trial_id)
         if value is not None and (self.best is None or (value > self.best if self.mode == "max" else value < self.best)):
             self.best = value
-        cfg = materialize(trial.config)
-        shown = " ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in cfg.items() if k.startswith("hp."))
+        t = materialize(trial.config)
+        shown = " ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in t.config.items() if k.startswith("hp."))
         val = "-" if value is None else f"{value:.4f}"
         best = "-" if self.best is None else f"{self.best:.4f}"
-        print(f"[{self.done}/{self.total} {time.time() - self.t0:6.0f}s] {status:9s} {cfg.get('label', cfg['method'])} "
-              f"seed={cfg.get('seed')} {shown} {self.metric}={val} | best so far {best}", file=self.stream, flush=True)
+        print(f"[{self.done}/{self.total} {time.time() - self.t0:6.0f}s] {status:9s} {t.label} "
+              f"seed={t.seed} {shown} {self.metric}={val} | best so far {best}", file=self.stream, flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._line(trial, "done")

@@ -2,7 +2,8 @@
 
 Order of work, so bad input never reaches Ray: resolve the study (dataset preset,
 ``--smoke``, ``--seeds``), expand it into flat trial configs with ``--set`` applied,
-validate every config (``parse_trial``) and the resources, build each distinct weak
+parse and validate every config into a typed ``Trial`` (``parse_trial``, the only time;
+Tune's grid, the workers and the store get those Trials), check the resources, build each distinct weak
 dataset once on the driver (dataset-dependent checks, and a warm cache), check the
 cluster (``weaklab.tune.cluster.preflight``), and only then start or join Ray.
 """
@@ -14,6 +15,7 @@ import math
 import os
 from typing import Any, Sequence
 
+from weaklab.config import Trial, parse_trial
 from weaklab.registry import ConfigError
 from weaklab.study import tune_metric
 
@@ -122,16 +124,20 @@ class Plan:
 
     study: Any
     """the resolved study (dataset preset, ``--smoke`` and ``--seeds`` applied)"""
-    configs: list[dict[str, Any]]
-    """flat trial configs, ``--set`` applied: what Tune's grid gets and Parquet's columns hold"""
     trials: list[Any]
-    """``configs`` parsed into typed :class:`weaklab.config.Trial` objects (every value checked)"""
+    """every trial of the study, ``--set`` applied, parsed into typed :class:`weaklab.config.Trial`
+    objects (every value checked): what Tune's grid gets"""
     data: list[Any]
     """each distinct weak dataset, built once here (its metric and info keys fix the Parquet schema)"""
     sets: dict[str, Any]
     """the ``--set`` values, parsed"""
     data_root: str | None
     smoke: bool
+
+    @property
+    def configs(self) -> list[dict[str, Any]]:
+        """the trials' flat configs (what the study file and ``--set`` gave)"""
+        return [t.config for t in self.trials]
 
     @property
     def experiment(self) -> str:
@@ -147,16 +153,15 @@ class Plan:
                 from weaklab.tune.search import planned_trials
 
                 return planned_trials(self.study, self.configs, opts, sets=self.sets, data_root=self.data_root)
-            return len(self.configs)
-        select, _ = split_select(self.study, self.configs)
-        return len(select) + planned_final(self.study, self.configs)
+            return len(self.trials)
+        select, _ = split_select(self.study, self.trials)
+        return len(select) + planned_final(self.study, self.trials)
 
 
 def prepare(name: str, *, smoke: bool = False, dataset: str | None = None, data_root: str | None = None,
             seeds: int | None = None, sets: dict[str, Any] | Sequence[str] | None = None,
             build_data: bool = True) -> Plan:
     """The :class:`Plan` of study ``name``. Raises ConfigError on any bad value."""
-    from weaklab.config import parse_trial
     from weaklab.study import check_trials, expand, get_study, parse_sets, resolve
 
     study = resolve(get_study(name), dataset=dataset, smoke=smoke, seeds=seeds)
@@ -166,30 +171,30 @@ def prepare(name: str, *, smoke: bool = False, dataset: str | None = None, data_
     trials = [parse_trial(c) for c in configs]
     check_trials(trials)
     data = _build_weak_data(trials) if build_data else []
-    return Plan(study=study, configs=configs, trials=trials, data=data, sets=dict(sets or {}), data_root=data_root,
+    return Plan(study=study, trials=trials, data=data, sets=dict(sets or {}), data_root=data_root,
                 smoke=smoke)
 
 
-def split_select(study, configs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[str]]:
-    """A select-then-seeds study's select-phase configs (every grid point of each arm that
+def split_select(study, trials: list[Trial]) -> tuple[list[Trial], set[str]]:
+    """A select-then-seeds study's select-phase trials (every grid point of each arm that
     has a choice to make, at the first ``study.select_seeds`` seeds) and those arms' labels."""
     from weaklab.study import hp_choices
 
-    seeds = sorted({c["seed"] for c in configs})
+    seeds = sorted({t.seed for t in trials})
     select_seeds = set(seeds[:max(1, min(study.select_seeds, len(seeds)))])
     choosing = {a.label or a.method for a in study.arms if hp_choices(study, a) > 1}
-    return [{**c, "phase": "select"} for c in configs if c["seed"] in select_seeds and c["label"] in choosing], choosing
+    return [t.in_phase("select") for t in trials if t.seed in select_seeds and t.label in choosing], choosing
 
 
-def planned_final(study, configs: list[dict[str, Any]]) -> int:
+def planned_final(study, trials: list[Trial]) -> int:
     """Final-phase trials of a select-then-seeds study: an arm with a choice runs one point
-    per condition and seed, so its configs divided by its number of choices."""
+    per condition and seed, so its trials divided by its number of choices."""
     from weaklab.study import hp_choices
 
     choices = {a.label or a.method: 0 for a in study.arms}
     for a in study.arms:  # arms sharing a label choose one point among them all
         choices[a.label or a.method] += hp_choices(study, a)
-    return round(sum(1 / choices[c["label"]] for c in configs))
+    return round(sum(1 / choices[t.label] for t in trials))
 
 
 def _build_weak_data(parsed) -> list:
@@ -219,8 +224,9 @@ def run_study(name: "str | Plan", *, smoke: bool = False, dataset: str | None = 
                                                        seeds=seeds, sets=sets)
     if not plan.data and plan.trials:
         plan = dataclasses.replace(plan, data=_build_weak_data(plan.trials))
-    study, configs, data, smoke, data_root, sets = (plan.study, plan.configs, plan.data, plan.smoke, plan.data_root,
-                                                    plan.sets)
+    study, trials, data, smoke, data_root, sets = (plan.study, plan.trials, plan.data, plan.smoke, plan.data_root,
+                                                   plan.sets)
+    configs = plan.configs
     study_dir = store.join(store.absolute(opts.results), plan.experiment)
     store.check_results(study_dir)  # unreachable, missing bucket, no credentials: before Ray
     # fixed before the first trial: every file of the study has exactly this schema
@@ -234,8 +240,8 @@ def run_study(name: "str | Plan", *, smoke: bool = False, dataset: str | None = 
     _preflight(opts)
     _init_ray(opts)
     if study.select_then_seeds:
-        return _run_select_then_seeds(study, configs, study_dir, opts, smoke, schema, search=search)
-    _fit(study, configs, study_dir, opts, experiment=study_dir_name(study.name, smoke), schema=schema, search=search)
+        return _run_select_then_seeds(study, trials, study_dir, opts, smoke, schema, search=search)
+    _fit(study, trials, study_dir, opts, experiment=study_dir_name(study.name, smoke), schema=schema, search=search)
     return study_dir
 
 
@@ -274,10 +280,10 @@ def _storage_path(opts: RunOptions) -> str:
     return join(absolute(opts.results), "_tune")
 
 
-def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions, *, experiment: str,
+def _fit(study, trials: list[Trial], study_dir: str, opts: RunOptions, *, experiment: str,
          phase: str | None = None, schema=None, search: dict[str, Any] | None = None) -> None:
-    """One Tune experiment over ``configs``: every one of them (grid, or a select-then-seeds
-    final phase), or an Optuna search over them when ``search`` holds the run's ``--set``
+    """One Tune experiment over ``trials``: every one of them (grid, or a select-then-seeds
+    final phase), or an Optuna search over their configs when ``search`` holds the run's ``--set``
     values and data root (``weaklab.tune.search``); every trial stored with ``schema``."""
     from ray import tune
 
@@ -306,17 +312,17 @@ def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions,
     else:
         stored = store.stored_trial_ids(study_dir)
         if stored and phase == "final":  # select-then-seeds: the select rows are expected here
-            trials = store.load_study(study_dir)[0]
-            stored = set(trials.loc[trials["phase"] == "final", "trial_id"])
+            rows = store.load_study(study_dir)[0]
+            stored = set(rows.loc[rows["phase"] == "final", "trial_id"])
         if stored:
             raise ConfigError(f"--results: {study_dir} already holds {len(stored)} trials of this study; add --resume "
                               f"to continue it, or choose another --results folder (or delete that one) to start afresh")
-        n, search_alg = len(configs), None
-        param_space = {"trial": tune.grid_search(configs), "checkpoint_every_s": opts.checkpoint_every_s}
+        n, search_alg = len(trials), None
+        param_space = {"trial": tune.grid_search(trials), "checkpoint_every_s": opts.checkpoint_every_s}
         if search is not None:
             from weaklab.tune.search import make_searcher
 
-            search_alg = make_searcher(study, configs, opts, experiment=experiment, resume=False, **search)
+            search_alg = make_searcher(study, [t.config for t in trials], opts, experiment=experiment, resume=False, **search)
             n, param_space = search_alg.total_trials, {}
             if opts.verbose:
                 print(f"weaklab: Optuna ({opts.sampler}) over {search_alg.summary()}; "
@@ -325,7 +331,7 @@ def _fit(study, configs: list[dict[str, Any]], study_dir: str, opts: RunOptions,
         if opts.scheduler == "asha":
             from weaklab.tune.search import ReplicateASHA
 
-            epochs = int(configs[0].get("train.epochs", 10))
+            epochs = trials[0].train.epochs
             # rungs decide per configuration: its seeds are stopped or promoted together
             scheduler = ReplicateASHA(grace_period=max(1, epochs // 10), max_t=max(epochs, 1))
         callbacks = [ParquetCallback(study_dir, study.name, schema)]
@@ -378,7 +384,7 @@ def _restore(exp_path: str, trainable, opts: RunOptions):
         raise ConfigError(f"--resume: the experiment state at {exp_path} is corrupt or truncated ({msg[:200]}); {fresh}") from None
 
 
-def _run_select_then_seeds(study, configs, study_dir: str, opts: RunOptions, smoke: bool, schema=None,
+def _run_select_then_seeds(study, trials: list[Trial], study_dir: str, opts: RunOptions, smoke: bool, schema=None,
                            search: dict[str, Any] | None = None) -> str:
     """Phase 'select': every grid point of each arm that has a choice to make, at the first
     ``study.select_seeds`` seeds (under ``--search optuna``: the configurations Optuna
@@ -388,7 +394,7 @@ def _run_select_then_seeds(study, configs, study_dir: str, opts: RunOptions, smo
     from weaklab import store
 
     base = study_dir_name(study.name, smoke)
-    select, _ = split_select(study, configs)
+    select, _ = split_select(study, trials)
 
     def stored_phase(phase: str) -> int:
         if not store.stored_trial_ids(study_dir):
@@ -399,16 +405,16 @@ def _run_select_then_seeds(study, configs, study_dir: str, opts: RunOptions, smo
     if search is not None and select:
         from weaklab.tune.search import planned_trials
 
-        n_select = planned_trials(study, select, opts, **search)
+        n_select = planned_trials(study, [t.config for t in select], opts, **search)
     if select and stored_phase("select") < n_select:
         _fit(study, select, study_dir, opts, experiment=f"{base}-select", phase="select", schema=schema,
              search=search)
     if store.stored_trial_ids(study_dir):
-        trials, _ = store.load_study(study_dir)
-        trials = trials[trials["phase"] == "select"]
+        rows, _ = store.load_study(study_dir)
+        rows = rows[rows["phase"] == "select"]
     else:
-        trials = None
-    final = _chosen_configs(study, configs, trials, sampled=search is not None)
+        rows = None
+    final = _chosen_trials(study, trials, rows, sampled=search is not None)
     _fit(study, final, study_dir, dataclasses.replace(opts, resume=opts.resume and _has_state(opts, f"{base}-final")),
          experiment=f"{base}-final", phase="final", schema=schema)
     return study_dir
@@ -432,13 +438,13 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def _chosen_configs(study, configs: list[dict[str, Any]], select_trials, sampled: bool = False) -> list[dict[str, Any]]:
-    """The configs (all seeds) whose arm hyperparameters have the best seed-mean of
+def _chosen_trials(study, trials: list[Trial], select_trials, sampled: bool = False) -> list[Trial]:
+    """The trials (all seeds) whose arm hyperparameters have the best seed-mean of
     ``study.metric`` over the completed select trials, per arm and condition (a point of
     ``study.grid`` and of the arm's ``setting.*`` keys); every config of an arm with a
     single hyperparameter point (nothing to choose). ``sampled``:
     Optuna's values are no grid points, so they replace the arm's searched keys, one
-    config per seed."""
+    new configuration per seed, parsed here (its first and only check)."""
     import pandas as pd
 
     from weaklab.study import hp_choices, is_condition
@@ -469,20 +475,22 @@ def _chosen_configs(study, configs: list[dict[str, Any]], select_trials, sampled
             key = (label, point)
             if key not in best or score > best[key][0]:
                 best[key] = (score, members[0])
-    out = []
-    for c in configs:
-        arm = next(a for a in study.arms if (a.label or a.method) == c["label"])
+    out, sampled_configs = [], []
+    for t in trials:
+        c = t.config
+        arm = next(a for a in study.arms if (a.label or a.method) == t.label)
         if hp_choices(study, arm) <= 1:
-            out.append({**c, "phase": "final"})
+            out.append(t.in_phase("final"))
             continue
-        chosen = best.get((c["label"], tuple(repr(_norm(c.get(k))) for k in conditions[c["label"]])))
+        chosen = best.get((t.label, tuple(repr(_norm(c.get(k))) for k in conditions[t.label])))
         if chosen is None:
             continue
         if sampled:
             cfg = {**c, **{k: _norm(chosen[1].get(k)) for k in arm.grid if not k.startswith("setting.")},
                    "phase": "final"}
-            if cfg not in out:
-                out.append(cfg)
+            if cfg not in sampled_configs:
+                sampled_configs.append(cfg)
+                out.append(parse_trial(cfg))
         elif all(_same(c.get(k), chosen[1].get(k)) for k in arm.grid):
-            out.append({**c, "phase": "final"})
+            out.append(t.in_phase("final"))
     return out

@@ -40,6 +40,7 @@ from typing import Any, Sequence
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from weaklab.config import Trial, as_trial, parse_trial
 from weaklab.registry import ConfigError, check
 from weaklab.study import tune_metric
 from weaklab.tune._ray_compat import asha_rungs
@@ -285,8 +286,8 @@ class ReplicateSearcher(Searcher):
         cfg = {**self.units[j].base, **params}
         group = group_key(cfg)
         self.configs[group] = _Config(unit=j, number=number, params=params, pending=set(self.seeds))
-        for seed in self.seeds:
-            self.queue.append({"trial": {**cfg, "seed": seed}, "group": group,
+        for seed in self.seeds:  # a new configuration: parsed here, once (check_search checked its ranges)
+            self.queue.append({"trial": parse_trial({**cfg, "seed": seed}), "group": group,
                                "checkpoint_every_s": self.checkpoint_every_s})
 
     def _ask(self, j: int) -> bool:
@@ -337,7 +338,7 @@ class ReplicateSearcher(Searcher):
         if not self.queue:
             return Searcher.FINISHED if self._exhausted() else None
         config = self.queue.pop(0)
-        self.trial_group[trial_id] = (config["group"], config["trial"]["seed"])
+        self.trial_group[trial_id] = (config["group"], as_trial(config["trial"]).seed)
         return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -437,7 +438,8 @@ class _Unit:
 def _group_of(config: dict[str, Any]) -> str:
     if "group" in config:
         return config["group"]
-    return group_key(config["trial"])
+    trial = config["trial"]  # a flat dict in a Tune state written before the grid held Trials
+    return group_key(trial.config if isinstance(trial, Trial) else trial)
 
 
 def _plan(study, configs, opts, sets, data_root) -> tuple[list[SearchUnit], list[int], list[int]]:

@@ -1,7 +1,7 @@
 """The function trainable: a Tune config becomes one ``weaklab.engine`` run.
 
-Tune's config is ``{"trial": <flat trial config>, ...}`` for grid search and for Optuna
-alike: the Optuna searcher (``weaklab.tune.search``) hands Tune concrete configurations
+Tune's config is ``{"trial": <weaklab.config.Trial>, ...}`` for grid search and for Optuna
+alike, validated once on the driver: the Optuna searcher (``weaklab.tune.search``) hands Tune concrete configurations
 with their seed, plus the ``group`` of replicates they belong to. Every epoch reports the engine's metrics
 plus a ``weaklab`` entry (device, node, wall time; on the last epoch the full history, so
 the driver stores every epoch even for a trial resumed from a checkpoint; the trial's cost
@@ -23,14 +23,16 @@ from typing import Any
 from ray import tune
 from ray.tune.trainable import wrap_function
 
+from weaklab.config import Trial, as_trial
 from weaklab.engine import build_trial, resolve_device, train
 from weaklab.store import selected_so_far
 from weaklab.tune import _ray_compat
 
 
-def materialize(config: dict[str, Any]) -> dict[str, Any]:
-    """The flat trial config from a Tune config (grid point or sampled configuration)."""
-    return dict(config["trial"])
+def materialize(config: dict[str, Any]) -> Trial:
+    """The :class:`~weaklab.config.Trial` of a Tune config (grid point or sampled
+    configuration); a Tune state written before the grid held trials gives its flat dict."""
+    return as_trial(config["trial"])
 
 
 def _newest_checkpoint(checkpoint: tune.Checkpoint | None) -> tune.Checkpoint | None:
@@ -146,16 +148,16 @@ def _peak_rss_mb() -> float:
 
 
 def weaklab_trainable(config: dict[str, Any]) -> None:
-    cfg = materialize(config)
+    trial = materialize(config)
     t0 = time.perf_counter()
     import ray
 
     checkpoint = tune.get_checkpoint()
     restore_ctx = checkpoint.as_directory() if checkpoint else None
     restore = restore_ctx.__enter__() if restore_ctx else None
-    device = str(resolve_device(cfg.get("train.device", "auto")))
+    device = str(resolve_device(trial.train.device))
     cost = CostMeter(device)
-    trial, weak, method = build_trial(cfg)
+    _, weak, method = build_trial(trial)
     meta_static = {"device": device, "node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
                    "node_id": ray.get_runtime_context().get_node_id(),
                    "restored": restore is not None, "info": dict(weak.info)}
