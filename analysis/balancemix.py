@@ -56,7 +56,7 @@ def paper_point(trials: pd.DataFrame) -> pd.DataFrame:
     """BalanceMix grid rows at the paper's defaults (α = 4; δ = 0.975, or 0.55 for missing labels)."""
     g = _grid(trials)
     delta = np.where(g["setting.noise"] == "missing", PAPER_DELTA_MISSING, PAPER_DELTA)
-    return g[np.isclose(g["hp.alpha"], PAPER_ALPHA) & np.isclose(g["hp.delta"], delta)]
+    return g[np.isclose(g["hp.mixup_alpha"], PAPER_ALPHA) & np.isclose(g["hp.delta"], delta)]
 
 
 def val_selected(trials: pd.DataFrame) -> pd.DataFrame:
@@ -65,10 +65,10 @@ def val_selected(trials: pd.DataFrame) -> pd.DataFrame:
     g = _grid(_phase(trials, "final"))
     out = []
     for _, gn in g.groupby("setting.noise"):
-        means = gn.groupby(["hp.delta", "hp.alpha"])["final.val_map"].mean()
+        means = gn.groupby(["hp.delta", "hp.mixup_alpha"])["final.val_map"].mean()
         if means.notna().any():
             d, a = means.idxmax()
-            out.append(gn[(gn["hp.delta"] == d) & (gn["hp.alpha"] == a)])
+            out.append(gn[(gn["hp.delta"] == d) & (gn["hp.mixup_alpha"] == a)])
     return pd.concat(out) if out else g.iloc[:0]
 
 
@@ -76,7 +76,7 @@ def delta_alpha_surface(trials: pd.DataFrame, noise: str, metric: str = "final.t
     """Mean ``metric`` over seeds, rows δ, columns α, for one noise type (select phase)."""
     g = _grid(_phase(trials, "select"))
     g = g[g["setting.noise"] == noise]
-    return g.pivot_table(index="hp.delta", columns="hp.alpha", values=metric, aggfunc="mean").sort_index()
+    return g.pivot_table(index="hp.delta", columns="hp.mixup_alpha", values=metric, aggfunc="mean").sort_index()
 
 
 def heatmap_figure(trials: pd.DataFrame, out: Path, name: str = "delta_alpha_heatmap.png") -> Path | None:
@@ -111,7 +111,7 @@ def method_rows(trials: pd.DataFrame) -> dict[str, pd.DataFrame]:
 def chosen_lines(trials: pd.DataFrame) -> list[str]:
     """The (δ, α) chosen on validation per noise type."""
     bm = val_selected(trials)
-    return [f"- {noise}: δ = {g['hp.delta'].iloc[0]:g}, α = {g['hp.alpha'].iloc[0]:g} "
+    return [f"- {noise}: δ = {g['hp.delta'].iloc[0]:g}, α = {g['hp.mixup_alpha'].iloc[0]:g} "
             f"({g['seed'].nunique()} seed(s))" for noise, g in bm.groupby("setting.noise")]
 
 

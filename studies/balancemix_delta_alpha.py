@@ -81,22 +81,22 @@ def make_arms(*, warmup: int, train: dict, pass_batch: int = 1024, deltas=DELTAS
         if not group:
             continue
         if cross:
-            arms.append(Arm("balancemix", grid={"setting.noise": group, "hp.delta": ds, "hp.alpha": alphas},
+            arms.append(Arm("balancemix", grid={"setting.noise": group, "hp.delta": ds, "hp.mixup_alpha": alphas},
                             fixed=bm, label=label))
             continue
         # Table 7: δ at the paper's α; Table 8: α at the paper's δ. Both arms carry both keys
         # and share the label, so the select phase chooses one (δ, α) per noise type among them.
-        arms.append(Arm("balancemix", grid={"setting.noise": group, "hp.delta": ds, "hp.alpha": (PAPER_ALPHA,)},
+        arms.append(Arm("balancemix", grid={"setting.noise": group, "hp.delta": ds, "hp.mixup_alpha": (PAPER_ALPHA,)},
                         fixed=bm, label=label))
         arms.append(Arm("balancemix", grid={"setting.noise": group, "hp.delta": (d0,),
-                                            "hp.alpha": tuple(a for a in alphas if a != PAPER_ALPHA)},
+                                            "hp.mixup_alpha": tuple(a for a in alphas if a != PAPER_ALPHA)},
                         fixed=bm, label=label))
     if ablation:
         for label, switches in ABLATION.items():
             for group, delta in ((multi, PAPER_DELTA), (missing, PAPER_DELTA_MISSING)):
                 if group:
                     arms.append(Arm("balancemix", grid={"setting.noise": group},
-                                    fixed={**bm, **switches, "hp.alpha": PAPER_ALPHA, "hp.delta": delta},
+                                    fixed={**bm, **switches, "hp.mixup_alpha": PAPER_ALPHA, "hp.delta": delta},
                                     label=label + ("-sp" if group == missing else "")))
     fixed = baseline_fixed(train, warmup=warmup)
     for method in baselines:
@@ -197,9 +197,9 @@ STUDY = register_study(Study(
     claims=CLAIMS,
     smoke={"seeds": 1, "select_then_seeds": False, "fixed": {"train.epochs": 2, "train.width": 0.25},
            "arms": (Arm("balancemix", grid={"setting.noise": ("mislabel",), "hp.delta": (PAPER_DELTA,),
-                                            "hp.alpha": (PAPER_ALPHA,)}, fixed={"hp.warmup": 1}, label="balancemix"),
+                                            "hp.mixup_alpha": (PAPER_ALPHA,)}, fixed={"hp.warmup": 1}, label="balancemix"),
                     Arm("balancemix", grid={"setting.noise": ("missing",), "hp.delta": (PAPER_DELTA_MISSING,),
-                                            "hp.alpha": (1.0,)}, fixed={"hp.warmup": 1},
+                                            "hp.mixup_alpha": (1.0,)}, fixed={"hp.warmup": 1},
                         label="balancemix-single-positive"),
                     Arm("bce", grid={"setting.noise": ("mislabel",)}),
                     Arm("asl", grid={"setting.noise": ("missing",)}),

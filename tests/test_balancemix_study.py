@@ -24,13 +24,13 @@ def test_study_grid_matches_paper_tables():
     cfgs = expand(study, seeds=[0])
     bm = [c for c in cfgs if c["label"] == "balancemix"]
     # Table 7's δ sweep at α = 4 and Table 8's α sweep at δ = 0.975, per noise type, no duplicate
-    points = [(c["setting.noise"], c["hp.delta"], c["hp.alpha"]) for c in bm]
+    points = [(c["setting.noise"], c["hp.delta"], c["hp.mixup_alpha"]) for c in bm]
     assert len(points) == len(set(points)) == 2 * 7
     assert {(d, a) for _, d, a in points} == {(0.9, 4), (0.95, 4), (0.975, 4), (1.0, 4), (0.975, 1), (0.975, 2),
                                               (0.975, 8)}
     assert {c["setting.noise"] for c in bm} == {"mislabel", "flip"}
     sp = [c for c in cfgs if c["label"] == "balancemix-single-positive"]
-    assert {(c["hp.delta"], c["hp.alpha"]) for c in sp} == {(0.55, 4), (0.6, 4), (0.7, 4), (0.9, 4), (0.55, 1),
+    assert {(c["hp.delta"], c["hp.mixup_alpha"]) for c in sp} == {(0.55, 4), (0.6, 4), (0.7, 4), (0.9, 4), (0.55, 1),
                                                             (0.55, 2), (0.55, 8)}
     assert {c["setting.noise"] for c in sp} == {"missing"}
     for base in ("bce", "bce-mixup", "asl", "coteaching", "t-estimator", "ll-r", "ll-ct"):
@@ -59,18 +59,18 @@ def test_select_phase_chooses_one_point_per_noise_among_both_sweeps():
                            for c in cfgs if c["seed"] == 0])
     best = {"flip": (0.975, 2.0), "mislabel": (0.95, 4.0), "missing": (0.55, 8.0)}
     for noise, (d, a) in best.items():
-        hit = (select["setting.noise"] == noise) & (select["hp.delta"] == d) & (select["hp.alpha"] == a) \
+        hit = (select["setting.noise"] == noise) & (select["hp.delta"] == d) & (select["hp.mixup_alpha"] == a) \
             & select["label"].str.startswith("balancemix")
         select.loc[hit, "final.val_map"] = 0.9
     final = [t.config for t in _chosen_trials(study, [parse_trial(c) for c in cfgs], select)]
-    chosen = {(c["setting.noise"], c["hp.delta"], c["hp.alpha"], c["seed"]) for c in final
+    chosen = {(c["setting.noise"], c["hp.delta"], c["hp.mixup_alpha"], c["seed"]) for c in final
               if c["label"].startswith("balancemix")}
     assert chosen == {(n, d, a, s) for n, (d, a) in best.items() for s in range(study.seeds)}
     assert sum(c["method"] == "ll-ct" for c in final) == 3 * study.seeds
 
 
 @pytest.mark.parametrize("sets, fragment", [
-    ({"hp.delta": "0.5"}, "hp.delta=0.5"), ({"hp.delta": "1.2"}, "hp.delta=1.2"), ({"hp.alpha": "0"}, "hp.alpha=0"),
+    ({"hp.delta": "0.5"}, "hp.delta=0.5"), ({"hp.delta": "1.2"}, "hp.delta=1.2"), ({"hp.mixup_alpha": "0"}, "hp.mixup_alpha=0"),
     ({"setting.rho": "1.5"}, "setting.rho=1.5"), ({"setting.noise": "swap"}, "setting.noise='swap'"),
 ])
 def test_bad_input_is_one_line_error_before_ray(sets, fragment):
@@ -101,7 +101,7 @@ def test_voc_paper_preset_one_step(tmp_path):
             f["train.batch_size"]) == ("resnet50", "sgd", 0.01, "cosine", 20, 32)
     cfg = next(c for c in expand(study, data_root=str(tmp_path), seeds=[0])
                if c["label"] == "balancemix" and c["setting.noise"] == "mislabel" and c["hp.delta"] == 0.975
-               and c["hp.alpha"] == 4)
+               and c["hp.mixup_alpha"] == 4)
     trial, weak, method = build_trial(cfg)
     assert weak.x.shape[1:] == (3, 448, 448) and weak.weak["Y"].shape == (4, 20)
     model = build_model(trial.train.arch, in_shape=tuple(weak.x.shape[1:]), num_classes=20, head=method.head)

@@ -159,8 +159,8 @@ def test_single_label_dataset_is_rejected():
 # -- method pieces ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("values, fragment", [
-    ({"delta": 0.5}, "hp.delta=0.5"), ({"delta": 1.01}, "hp.delta=1.01"), ({"alpha": 0.0}, "hp.alpha=0.0"),
-    ({"alpha": -1}, "hp.alpha=-1"), ({"clean": False}, "hp.relabel=True"),
+    ({"delta": 0.5}, "hp.delta=0.5"), ({"delta": 1.01}, "hp.delta=1.01"), ({"mixup_alpha": 0.0}, "hp.mixup_alpha=0.0"),
+    ({"mixup_alpha": -1}, "hp.mixup_alpha=-1"), ({"clean": False}, "hp.relabel=True"),
     ({"positives": "given"}, "hp.positives='given'"), ({"ra_ops": 15}, "hp.ra_ops=15"),
     ({"ra_magnitude": 31}, "hp.ra_magnitude=31"), ({"randaug": "yes"}, "hp.randaug='yes'"),
 ])
@@ -168,7 +168,7 @@ def test_bad_hparams_are_one_line_errors(values, fragment):
     with pytest.raises(ConfigError) as e:
         method_hparams("balancemix", values)
     assert fragment in str(e.value) and "\n" not in str(e.value)
-    BalanceMixHparams(delta=1.0, alpha=8)  # the paper's edges are allowed
+    BalanceMixHparams(delta=1.0, mixup_alpha=8)  # the paper's edges are allowed
     BalanceMixHparams(clean=False, relabel=False, ambiguous=False)
 
 

@@ -161,7 +161,7 @@ def test_ll_reject_and_correct():
     ("coteaching", {"peer_lr": 0}, "hp.peer_lr=0"), ("coteaching", {"warmup": -1}, "hp.warmup=-1"),
     ("coteaching", {"peer_epochs": -2}, "hp.peer_epochs=-2"),
     ("t-estimator", {"anchor_quantile": 0.4}, "hp.anchor_quantile=0.4"), ("t-estimator", {"warmup": 0}, "hp.warmup=0"),
-    ("ll-r", {"delta_rel": -0.1}, "hp.delta_rel=-0.1"), ("ll-ct", {"alpha": 0}, "hp.alpha=0"),
+    ("ll-r", {"delta_rel": -0.1}, "hp.delta_rel=-0.1"), ("ll-ct", {"mixup_alpha": 0}, "hp.mixup_alpha=0"),
     ("bce", {"ra_ops": -1}, "hp.ra_ops=-1"),
 ])
 def test_bad_baseline_hparams_are_one_line_errors(method, values, fragment):

@@ -113,6 +113,14 @@ def strong_augment(x: Tensor, *, flip: bool = True, cutout_frac: float = 0.25) -
     return cutout(x, size=max(1, int(round(cutout_frac * x.shape[-1]))))
 
 
+def check_mixup_alpha(alpha, *, allowed: str = "a Beta parameter > 0") -> None:
+    """``hp.mixup_alpha``, the one name of every mixing method's Beta(α, α): α > 0."""
+    from weaklab.registry import check
+
+    check(isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha > 0, "hp.mixup_alpha", alpha,
+          allowed)
+
+
 def mixup(x: Tensor, targets: Tensor, *, alpha: float, rng: np.random.Generator,
           dominant: bool = False) -> tuple[Tensor, Tensor, float]:
     """Mixup (Zhang et al. 2018): one ``lam ~ Beta(alpha, alpha)`` per batch (drawn from the

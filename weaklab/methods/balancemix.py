@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from weaklab.augment import randaugment
+from weaklab.augment import check_mixup_alpha, randaugment
 from weaklab.data.multilabel import as_float
 from weaklab.methods import Method, eval_logits, register_method
 from weaklab.registry import check
@@ -265,8 +265,9 @@ POSITIVES = ("auto", "clean", "managed")
 
 @dataclass(frozen=True)
 class BalanceMixHparams(AugmentHparams):
-    alpha: float = 4.0
-    """α of eq. 5, l ~ Beta(α, α) (paper: 4.0; Table 8 searches 1, 2, 4, 8)"""
+    mixup_alpha: float = 4.0
+    """α of eq. 5, l ~ Beta(α, α) (paper: 4.0; Table 8 searches 1, 2, 4, 8); mixup_alpha, the name every
+    mixing method uses"""
     delta: float = 0.975
     """δ of eq. 9, re-labelling threshold in (0.5, 1] (paper: 0.975; 0.55 for single positive labels)"""
     warmup: int = 5
@@ -291,8 +292,7 @@ class BalanceMixHparams(AugmentHparams):
     def __post_init__(self):
         super().__post_init__()
         check(self.positives in POSITIVES, "hp.positives", self.positives, f"one of {', '.join(POSITIVES)}")
-        check(isinstance(self.alpha, (int, float)) and self.alpha > 0, "hp.alpha", self.alpha,
-              "a Beta parameter > 0 (paper: 1, 2, 4, 8)")
+        check_mixup_alpha(self.mixup_alpha, allowed="a Beta parameter > 0 (paper: 1, 2, 4, 8)")
         check(isinstance(self.delta, (int, float)) and 0.5 < self.delta <= 1.0, "hp.delta", self.delta,
               "a threshold in (0.5, 1] (paper: 0.9-1.0, or 0.55-0.9 for missing labels)")
         check(isinstance(self.warmup, int) and self.warmup >= 0, "hp.warmup", self.warmup, "an integer >= 0")
@@ -329,7 +329,7 @@ class BalanceMix(MultilabelMethod):
     def loss(self, model, data, idx, epoch):
         # the minority partner of every random-sampler instance (eq. 4; uniform when minority is off)
         j = torch.multinomial(self.p_sample, len(idx), replacement=True)
-        lam = torch.from_numpy(mix_lambda(alpha=self.hp.alpha, size=len(idx), rng=self.rng)).to(data.x.device)
+        lam = torch.from_numpy(mix_lambda(alpha=self.hp.mixup_alpha, size=len(idx), rng=self.rng)).to(data.x.device)
         x = mix(self.train_x(data, idx), self.train_x(data, j), lam)
         y = mix(self.Y_ref[idx], self.Y_ref[j], lam)
         return weighted_bce(logits=model(x), target=y, weight=self.W[idx])  # reliability of the random instance

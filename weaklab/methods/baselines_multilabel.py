@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from weaklab.data.multilabel import as_float
+from weaklab.augment import check_mixup_alpha
 from weaklab.methods import register_method
 from weaklab.methods.balancemix import AugmentHparams, MultilabelMethod, mix, mix_lambda, weighted_bce
 from weaklab.registry import check
@@ -66,12 +66,12 @@ class BCE(MultilabelMethod):
 
 @dataclass(frozen=True)
 class MixupHparams(AugmentHparams):
-    alpha: float = 4.0
+    mixup_alpha: float = 4.0
     """Beta(α, α) of the mixing coefficient (paper 004 uses α = 4 for its mixing)"""
 
     def __post_init__(self):
         super().__post_init__()
-        check(isinstance(self.alpha, (int, float)) and self.alpha > 0, "hp.alpha", self.alpha, "a Beta parameter > 0")
+        check_mixup_alpha(self.mixup_alpha)
 
 
 @register_method
@@ -82,7 +82,7 @@ class BCEMixup(MultilabelMethod):
     Hparams = MixupHparams
 
     def loss(self, model, data, idx, epoch):
-        x, y = random_mix(self, data, idx, self.hp.alpha)
+        x, y = random_mix(self, data, idx, self.hp.mixup_alpha)
         return weighted_bce(logits=model(x), target=y)
 
 
@@ -96,7 +96,7 @@ class ASLHparams(AugmentHparams):
     """probability margin shifting negatives (App. D: 0.05)"""
     mixup: bool = True
     """Mixup as paper 004 applies it to all compared methods"""
-    alpha: float = 4.0
+    mixup_alpha: float = 4.0
     """Beta(α, α) of the Mixup coefficient"""
 
     def __post_init__(self):
@@ -105,7 +105,7 @@ class ASLHparams(AugmentHparams):
         check(self.gamma_pos >= 0, "hp.gamma_pos", self.gamma_pos, "a focusing parameter >= 0")
         check(self.gamma_neg >= 0, "hp.gamma_neg", self.gamma_neg, "a focusing parameter >= 0")
         check(0 <= self.m < 1, "hp.m", self.m, "a probability margin in [0, 1)")
-        check(isinstance(self.alpha, (int, float)) and self.alpha > 0, "hp.alpha", self.alpha, "a Beta parameter > 0")
+        check_mixup_alpha(self.mixup_alpha)
 
 
 @register_method
@@ -117,7 +117,7 @@ class ASL(MultilabelMethod):
 
     def loss(self, model, data, idx, epoch):
         if self.hp.mixup:
-            x, y = random_mix(self, data, idx, self.hp.alpha)
+            x, y = random_mix(self, data, idx, self.hp.mixup_alpha)
         else:
             x, y = self.train_x(data, idx), data.weak["Y"][idx]
         return asymmetric_loss(logits=model(x), target=y, gamma_pos=self.hp.gamma_pos,

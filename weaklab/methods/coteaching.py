@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from weaklab.augment import check_mixup_alpha
 from weaklab.methods import register_method
 from weaklab.methods.balancemix import AugmentHparams, MultilabelMethod, bce_per_label, fit_gmm_1d, weighted_bce
 from weaklab.methods.baselines_multilabel import random_mix
@@ -51,7 +52,7 @@ class CoteachingHparams(AugmentHparams):
     """epochs on all instances before the first selection (paper 004 warms up 5 epochs on VOC)"""
     mixup: bool = True
     """Mixup of the selected instances, as paper 004 applies it to every compared method"""
-    alpha: float = 4.0
+    mixup_alpha: float = 4.0
     """Beta(α, α) of the Mixup coefficient"""
     peer_optimizer: str = "adam"
     """optimizer of the peer network g (set equal to train.optimizer)"""
@@ -71,7 +72,7 @@ class CoteachingHparams(AugmentHparams):
         super().__post_init__()
         check(isinstance(self.warmup, int) and self.warmup >= 0, "hp.warmup", self.warmup, "an integer >= 0")
         check(isinstance(self.mixup, bool), "hp.mixup", self.mixup, "True or False")
-        check(isinstance(self.alpha, (int, float)) and self.alpha > 0, "hp.alpha", self.alpha, "a Beta parameter > 0")
+        check_mixup_alpha(self.mixup_alpha)
         check(self.peer_optimizer in OPTIMIZERS, "hp.peer_optimizer", self.peer_optimizer, "adam or sgd")
         check(isinstance(self.peer_lr, (int, float)) and self.peer_lr > 0, "hp.peer_lr", self.peer_lr,
               "a learning rate > 0")
@@ -124,7 +125,7 @@ class Coteaching(MultilabelMethod):
             return sum(p.sum() for p in net.parameters()) * 0.0
         Y = data.weak["Y"][idx].float()
         if self.hp.mixup:
-            x, y = random_mix(self, data, idx, self.hp.alpha, Y=Y)
+            x, y = random_mix(self, data, idx, self.hp.mixup_alpha, Y=Y)
         else:
             x, y = self.train_x(data, idx), Y
         return weighted_bce(logits=net(x), target=y)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from weaklab.augment import check_mixup_alpha
 from weaklab.methods import register_method
 from weaklab.methods.balancemix import AugmentHparams, MultilabelMethod
 from weaklab.methods.baselines_multilabel import random_mix
@@ -69,7 +70,7 @@ class LargeLossHparams(AugmentHparams):
     (Kim et al.: 0.2 for 10 epochs; paper 004: 0.1 for 20 epochs, i.e. 2 / epochs)"""
     mixup: bool = True
     """Mixup as paper 004 applies it to every compared method"""
-    alpha: float = 4.0
+    mixup_alpha: float = 4.0
     """Beta(α, α) of the Mixup coefficient"""
 
     def __post_init__(self):
@@ -77,7 +78,7 @@ class LargeLossHparams(AugmentHparams):
         check(isinstance(self.delta_rel, (int, float)) and 0 <= self.delta_rel <= 100, "hp.delta_rel",
               self.delta_rel, "a percentage per epoch in [0, 100]")
         check(isinstance(self.mixup, bool), "hp.mixup", self.mixup, "True or False")
-        check(isinstance(self.alpha, (int, float)) and self.alpha > 0, "hp.alpha", self.alpha, "a Beta parameter > 0")
+        check_mixup_alpha(self.mixup_alpha)
 
 
 class _LargeLoss(MultilabelMethod):
@@ -94,7 +95,7 @@ class _LargeLoss(MultilabelMethod):
 
     def loss(self, model, data, idx, epoch):
         if self.hp.mixup:
-            x, y = random_mix(self, data, idx, self.hp.alpha)
+            x, y = random_mix(self, data, idx, self.hp.mixup_alpha)
         else:
             x, y = self.train_x(data, idx), data.weak["Y"][idx]
         loss, modified = large_loss_bce(logits=model(x), target=y, rate=self.rate(epoch), mode=self.mode)

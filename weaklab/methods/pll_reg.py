@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from weaklab.augment import mixup, strong_augment, weak_augment
+from weaklab.augment import check_mixup_alpha, mixup, strong_augment, weak_augment
 from weaklab.methods import Method, StageSwitch, eval_logits, register_method
 from weaklab.registry import check
 from weaklab.timing import Stopwatch
@@ -155,7 +155,7 @@ class PLLHparams:
         check(0.0 <= self.rho_end <= 1.0, "hp.rho_end", self.rho_end, "a ratio rho in [0, 1]")
         check(self.ramp_epochs >= 0, "hp.ramp_epochs", self.ramp_epochs, "an integer >= 0")
         check(self.select_per in ("batch", "class"), "hp.select_per", self.select_per, "batch or class")
-        check(self.mixup_alpha > 0, "hp.mixup_alpha", self.mixup_alpha, "a Beta parameter > 0")
+        check_mixup_alpha(self.mixup_alpha)
 
 
 @dataclass(frozen=True)

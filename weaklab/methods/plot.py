@@ -33,7 +33,7 @@ from typing import Iterator
 import torch
 from torch.nn import functional as F
 
-from weaklab.augment import mixup, random_hflip, random_translate
+from weaklab.augment import check_mixup_alpha, mixup, random_hflip, random_translate
 from weaklab.methods import Method, StageSwitch, eval_logits, register_method
 from weaklab.methods.baselines_qll import symmetric_ce
 from weaklab.ot import SOLVERS, bag_layout, ot_pseudo_labels
@@ -171,7 +171,7 @@ class PLOTHparams(DLLPHparams):
         check(self.sce_alpha >= 0 and self.sce_beta >= 0 and self.sce_alpha + self.sce_beta > 0, "hp.sce_alpha",
               (self.sce_alpha, self.sce_beta), "sce_alpha, sce_beta >= 0, not both 0")
         check(self.sce_A < 0, "hp.sce_A", self.sce_A, "a constant < 0")
-        check(self.mixup_alpha > 0, "hp.mixup_alpha", self.mixup_alpha, "a Beta parameter > 0")
+        check_mixup_alpha(self.mixup_alpha)
 
 
 # ---------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from weaklab.augment import check_mixup_alpha
 from weaklab.methods import register_method
 from weaklab.methods.balancemix import AugmentHparams, MultilabelMethod
 from weaklab.methods.baselines_multilabel import random_mix
@@ -70,7 +71,7 @@ class TEstimatorHparams(AugmentHparams):
     """quantile of P(ỹ_k = 1 | x) taken as ρ⁺_k (1 - it as ρ⁻_k); T-revision uses the 97th percentile"""
     mixup: bool = True
     """Mixup as paper 004 applies it to every compared method"""
-    alpha: float = 4.0
+    mixup_alpha: float = 4.0
     """Beta(α, α) of the Mixup coefficient"""
 
     def __post_init__(self):
@@ -80,7 +81,7 @@ class TEstimatorHparams(AugmentHparams):
         check(isinstance(self.anchor_quantile, (int, float)) and 0.5 < self.anchor_quantile <= 1.0,
               "hp.anchor_quantile", self.anchor_quantile, "a quantile in (0.5, 1]")
         check(isinstance(self.mixup, bool), "hp.mixup", self.mixup, "True or False")
-        check(isinstance(self.alpha, (int, float)) and self.alpha > 0, "hp.alpha", self.alpha, "a Beta parameter > 0")
+        check_mixup_alpha(self.mixup_alpha)
 
 
 @register_method
@@ -96,7 +97,7 @@ class TEstimator(MultilabelMethod):
 
     def loss(self, model, data, idx, epoch):
         if self.hp.mixup:
-            x, y = random_mix(self, data, idx, self.hp.alpha)
+            x, y = random_mix(self, data, idx, self.hp.mixup_alpha)
         else:
             x, y = self.train_x(data, idx), data.weak["Y"][idx]
         ones = torch.ones(data.num_classes, device=y.device)
