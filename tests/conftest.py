@@ -31,3 +31,27 @@ def ray_local():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+#: options of a study's shared smoke run besides ``smoke=True``: tau-sweep's checkpoints
+#: are throttled away (only the last epoch saves), so its end-to-end test also shows that
+#: Parquet still holds every epoch without them
+SMOKE_OPTIONS = {"tau-sweep": {"checkpoint_every_s": 1e6}}
+
+
+@pytest.fixture(scope="session")
+def smoke_study(ray_local, tmp_path_factory):
+    """``smoke_study(name)``: the results folder of study ``name``'s ``--smoke`` run through
+    Ray, run once per session and shared by the tests that only read it (the study's own
+    end-to-end test, the reader matrix); a test that writes into a study folder makes its own."""
+    from weaklab.tune.runner import run_study
+
+    root = tmp_path_factory.mktemp("smoke-results")
+    done: dict[str, str] = {}
+
+    def get(name: str) -> str:
+        if name not in done:
+            done[name] = run_study(name, smoke=True, results=str(root), verbose=False, **SMOKE_OPTIONS.get(name, {}))
+        return done[name]
+
+    return get

@@ -116,12 +116,11 @@ def test_voc_paper_preset_one_step(tmp_path):
     assert scores.shape == (1, 20) and ((scores >= 0) & (scores <= 1)).all()  # sigmoid scores
 
 
-def test_smoke_study_through_ray_to_report(tmp_path, ray_local):
+def test_smoke_study_through_ray_to_report(tmp_path, smoke_study):
     from analysis.balancemix import report
     from weaklab.store import load_study
-    from weaklab.tune.runner import run_study
 
-    d = run_study(NAME, smoke=True, results=str(tmp_path / "results"), verbose=False)
+    d = smoke_study(NAME)
     trials, epochs = load_study(d)
     assert len(trials) == 8, trials[["label", "status", "error"]]
     assert (trials["status"] == "completed").all(), trials["error"].tolist()

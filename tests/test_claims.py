@@ -10,7 +10,7 @@ from scipy import stats
 
 from analysis.claims import COLUMNS, evaluate_claims
 from weaklab.registry import ConfigError
-from weaklab.study import STUDIES, Arm, Claim, Study, check_claims, discover, register_study
+from weaklab.study import STUDIES, Arm, Claim, Study, check_claims, discover, package_studies, register_study
 
 discover()
 
@@ -142,18 +142,7 @@ def test_flat_claim(spread, verdict):
     assert out.effect == pytest.approx(spread * (0.3 - 0.05) / 0.3, abs=0.004)  # 0.7 is outside the range
 
 
-def _package_studies() -> list[str]:
-    """The studies of the ``studies`` package (not the tiny ones other tests register)."""
-    import importlib
-    import pkgutil
-
-    import studies
-
-    return sorted(importlib.import_module(f"studies.{m.name}").STUDY.name
-                  for m in pkgutil.iter_modules(studies.__path__) if not m.name.startswith("_"))
-
-
-@pytest.mark.parametrize("name", _package_studies())
+@pytest.mark.parametrize("name", package_studies())
 def test_every_registered_studys_claims_name_its_own_arms_and_slices(name):
     study = STUDIES.get(name)
     assert study.claims, f"{name} declares no claims"

@@ -61,12 +61,11 @@ def test_convlarge_is_the_13_layer_net():
     assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
 
-def test_smoke_study_end_to_end(ray_local, tmp_path):
+def test_smoke_study_end_to_end(smoke_study):
     from analysis.report import write_report
     from weaklab.store import load_study
-    from weaklab.tune.runner import run_study
 
-    study_dir = run_study("llp-bag-size", smoke=True, results=str(tmp_path), verbose=False)
+    study_dir = smoke_study("llp-bag-size")
     trials, epochs = load_study(study_dir)
     assert len(trials) == 3 and set(trials["status"]) == {"completed"}, trials[["label", "status", "error"]]
     assert set(trials["label"]) == {"DLLP", "DLLP + PLOT (hard)", "DLLP + PLOT (soft)"}

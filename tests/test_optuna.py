@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from weaklab.config import Trial
+from weaklab.study import package_studies
 from weaklab.tune.runner import RunOptions, prepare
 from weaklab.tune.search import ReplicateSearcher, arm_configs, make_searcher, search_units, split_samples
 
@@ -286,18 +287,7 @@ def test_killed_optuna_driver_resumes_the_same_search(tmp_path):
     assert trials["train.lr"].between(1e-3, 1e-2).all()
 
 
-def _package_studies() -> list[str]:
-    """Every study of the ``studies`` package: a new study gets this test for free."""
-    import importlib
-    import pkgutil
-
-    import studies
-
-    return sorted(importlib.import_module(f"studies.{m.name}").STUDY.name
-                  for m in pkgutil.iter_modules(studies.__path__) if not m.name.startswith("_"))
-
-
-STUDY_NAMES = _package_studies()
+STUDY_NAMES = package_studies()
 
 
 @pytest.mark.slow
@@ -305,7 +295,7 @@ STUDY_NAMES = _package_studies()
 def test_every_study_report_on_an_optuna_smoke_run(name, request, tmp_path):
     from analysis.report import write_report
     from weaklab.store import load_study
-    from weaklab.study import STUDIES, discover
+    from weaklab.study import discover
     from weaklab.tune.runner import run_study
 
     discover()

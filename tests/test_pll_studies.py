@@ -11,11 +11,11 @@ from studies import expand, get_study, resolve
 from tests.fakes import write_cifar10
 from weaklab.registry import ConfigError
 from weaklab.store import load_study
-from weaklab.tune.runner import prepare, run_study
+from weaklab.tune.runner import prepare
 
 
-def test_pll_lambda_m_smoke_end_to_end(ray_local, tmp_path):
-    study_dir = run_study("pll-lambda-m", smoke=True, results=str(tmp_path), verbose=False)
+def test_pll_lambda_m_smoke_end_to_end(smoke_study):
+    study_dir = smoke_study("pll-lambda-m")
     trials, epochs = load_study(study_dir)
     assert len(trials) == 3 and set(trials["status"]) == {"completed"}, trials.get("error")
     assert set(trials["method"]) == {"pll-reg", "proden"}
@@ -36,8 +36,8 @@ def test_pll_lambda_m_smoke_end_to_end(ray_local, tmp_path):
         assert os.path.getsize(os.path.join(out, png)) > 5000
 
 
-def test_pll_compare_smoke_end_to_end(ray_local, tmp_path):
-    study_dir = run_study("pll-compare", smoke=True, results=str(tmp_path), verbose=False)
+def test_pll_compare_smoke_end_to_end(smoke_study):
+    study_dir = smoke_study("pll-compare")
     trials, epochs = load_study(study_dir)
     assert len(trials) == 4 and set(trials["status"]) == {"completed"}, trials.get("error")
     assert set(trials["method"]) == {"pll-reg", "proden", "cc", "solar"}
@@ -122,11 +122,11 @@ def test_fake_cifar10_long_tail_is_realised(tmp_path):
     assert counts.max() / counts.min() == pytest.approx(4, rel=0.35)
 
 
-def test_pll_ablation_smoke_end_to_end(ray_local, tmp_path):
+def test_pll_ablation_smoke_end_to_end(smoke_study):
     from analysis.claims import evaluate_claims
     from studies.pll_ablation import CLAIMS
 
-    study_dir = run_study("pll-ablation", smoke=True, results=str(tmp_path), verbose=False)
+    study_dir = smoke_study("pll-ablation")
     trials, epochs = load_study(study_dir)
     assert len(trials) == 8 and set(trials["status"]) == {"completed"}, trials.get("error")
     by_label = trials.set_index("label")

@@ -15,11 +15,11 @@ from weaklab.config import parse_trial
 from weaklab.engine import run_trial
 from weaklab.registry import ConfigError
 from weaklab.store import load_study
-from weaklab.tune.runner import prepare, run_study
+from weaklab.tune.runner import prepare
 
 
-def test_cpu_prior_smoke_end_to_end(ray_local, tmp_path):
-    study_dir = run_study("cpu-prior", smoke=True, results=str(tmp_path), verbose=False)
+def test_cpu_prior_smoke_end_to_end(smoke_study):
+    study_dir = smoke_study("cpu-prior")
     trials, epochs = load_study(study_dir)
     assert len(trials) == 3 and set(trials["status"]) == {"completed"}, trials[["status", "error"]]
     assert set(trials["method"]) == {"cpu"} and (trials["epochs"] == 1).all()
@@ -36,8 +36,8 @@ def test_cpu_prior_smoke_end_to_end(ray_local, tmp_path):
     assert os.path.getsize(os.path.join(study_dir, "report", "fig3_acc_vs_pi1.png")) > 5000
 
 
-def test_qll_compare_smoke_selects_then_reruns_seeds(ray_local, tmp_path):
-    study_dir = run_study("qll-compare", smoke=True, results=str(tmp_path), verbose=False)
+def test_qll_compare_smoke_selects_then_reruns_seeds(smoke_study):
+    study_dir = smoke_study("qll-compare")
     trials, _ = load_study(study_dir)
     assert set(trials["status"]) == {"completed"}, trials[["status", "error"]]
     sel, fin = trials[trials["phase"] == "select"], trials[trials["phase"] == "final"]

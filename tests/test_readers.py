@@ -1,16 +1,17 @@
 """Every registered study's smoke Parquet opens whole in pandas, pyarrow.dataset, DuckDB
 and Polars, with the same row counts.
 
-The Parquet is written by the store's own writer (``weaklab.store.write_trial``, what the
-Tune callback calls) from short real engine runs: each smoke arm's first config trained
-for its smoke epochs, plus one failed row per study (no history, the hyperparameters of
-another arm left null). A study whose trials leave a value at None in one row and set it
+The Parquet is each study's shared ``--smoke`` run through Ray (``smoke_study`` in
+tests/conftest.py, written by the Tune callback with the store's own writer), plus one
+failed row per study written by ``weaklab.store.write_trial`` (no history, the
+hyperparameters of another arm left null). A study whose trials leave a value at None in one row and set it
 in another (cpu-prior's ``hp.pi2``) is the case that used to break every reader.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import pandas as pd
 import pyarrow.dataset as ds
@@ -18,13 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from weaklab import store
-from weaklab.config import parse_trial
-from weaklab.engine import run_trial
-from weaklab.study import STUDIES, discover
+from weaklab.study import package_studies
 from weaklab.tune.runner import prepare
 
-discover()
-NAMES = STUDIES.names()
+NAMES = package_studies()
 
 
 def _read_all(folder: str) -> dict[str, int]:
@@ -40,28 +38,22 @@ def _read_all(folder: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def smoke_parquet(tmp_path_factory):
-    """{study: study_dir} of every registered study, written from short engine runs."""
+def smoke_parquet(smoke_study, tmp_path_factory):
+    """{study: (study_dir, schema, trials, trained)} of every study of the package: a copy of
+    its shared smoke run through Ray (tests/conftest.py) plus one failed row."""
     root = tmp_path_factory.mktemp("readers")
     out = {}
     for name in NAMES:
-        plan = prepare(name, smoke=True)
-        study, configs, data = plan.study, plan.configs, plan.data
-        schema = store.study_schema(configs, data, study=study.name)
         study_dir = str(root / name)
-        picked = {}
-        for c in configs:
-            picked.setdefault(c["label"], c)
-        for i, cfg in enumerate(picked.values()):
-            cfg = {**cfg, "train.epochs": min(int(cfg.get("train.epochs", 2)), 2), "train.device": "cpu"}
-            history = run_trial(cfg).history
-            row = store.trial_row(study=study.name, trial_id=f"t{i}", trial=parse_trial(cfg), status="completed",
-                                  history=history, extra={"wall_s": 1.0, "cost.cpu_s": 0.5})
-            store.write_trial(study_dir, row, history, schema)
-        failed = store.trial_row(study=study.name, trial_id="failed", trial=plan.trials[-1], status="failed",
+        for table in ("trials", "epochs"):
+            shutil.copytree(os.path.join(smoke_study(name), table), os.path.join(study_dir, table))
+        plan = prepare(name, smoke=True)
+        schema = store.study_schema(plan.configs, plan.data, study=plan.study.name)
+        trained = len(os.listdir(os.path.join(study_dir, "trials")))
+        failed = store.trial_row(study=plan.study.name, trial_id="failed", trial=plan.trials[-1], status="failed",
                                  history=[], error="FloatingPointError: nan")
         store.write_trial(study_dir, failed, [], schema)
-        out[name] = (study_dir, schema, len(picked) + 1, len(picked))
+        out[name] = (study_dir, schema, trained + 1, trained)
     return out
 
 

@@ -9,8 +9,11 @@ from weaklab.store import load_study
 from weaklab.tune.runner import run_study
 
 
-def test_tau_sweep_smoke_end_to_end(ray_local, tmp_path):
-    study_dir = run_study("tau-sweep", smoke=True, results=str(tmp_path), verbose=False)
+def test_tau_sweep_smoke_end_to_end(smoke_study):
+    """The shared smoke run throttles checkpoints away (``--checkpoint-every-s`` 1e6, only
+    the last epoch saves, tests/conftest.py): metrics still go out every epoch, so Parquet
+    holds the whole history."""
+    study_dir = smoke_study("tau-sweep")
     assert study_dir.endswith("tau-sweep-smoke")
     trials, epochs = load_study(study_dir)
     assert len(trials) == 8 and set(trials["status"]) == {"completed"}
@@ -18,6 +21,7 @@ def test_tau_sweep_smoke_end_to_end(ray_local, tmp_path):
     assert set(trials["method"]) == {"heteroscedastic", "homoscedastic"}
     assert sorted(trials["hp.tau"].dropna().unique().tolist()) == [0.1, 1.0, 10.0]
     assert (trials["epochs"] == 3).all() and len(epochs) == 8 * 3
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
     assert trials["best.test_noisy_ll"].notna().all() and (trials["best.test_noisy_ll"] < 0).all()
     assert (trials["wall_s"] > 0).all() and (trials["device"] == "cpu").all()
     # the realised noise of each trial's weak labels is stored beside its results
@@ -37,17 +41,7 @@ def test_tau_sweep_smoke_end_to_end(ray_local, tmp_path):
     from weaklab.registry import ConfigError
 
     with pytest.raises(ConfigError, match="--resume"):
-        run_study("tau-sweep", smoke=True, results=str(tmp_path), verbose=False)
-
-
-def test_reports_without_checkpoints_still_store_every_epoch(ray_local, tmp_path):
-    """Checkpoints are throttled (--checkpoint-every-s); metrics still go out every epoch and
-    the last epoch always checkpoints, so Parquet holds the whole history."""
-    study_dir = run_study("tau-sweep", smoke=True, results=str(tmp_path), verbose=False, checkpoint_every_s=1e6,
-                          sets={"train.epochs": "4", "hp.eval_samples": "50"})
-    trials, epochs = load_study(study_dir)
-    assert set(trials["status"]) == {"completed"} and (trials["epochs"] == 4).all()
-    assert len(epochs) == 4 * len(trials) and not epochs.duplicated(["trial_id", "epoch"]).any()
+        run_study("tau-sweep", smoke=True, results=os.path.dirname(study_dir), verbose=False)
 
 
 def test_report_flags_a_best_epoch_at_the_cap_and_ties_tau_to_the_budget(tmp_path):

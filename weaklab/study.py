@@ -223,6 +223,18 @@ def discover() -> None:
     importlib.import_module("studies")
 
 
+def package_studies() -> list[str]:
+    """Names of the studies the ``studies`` package's files define (one ``STUDY`` per file),
+    without any registered at run time (a test's tiny study, a notebook's)."""
+    import importlib
+    import pkgutil
+
+    discover()
+    package = importlib.import_module("studies")
+    return sorted(importlib.import_module(f"studies.{m.name}").STUDY.name
+                  for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
+
+
 def get_study(name: str) -> Study:
     if name not in STUDIES:
         discover()
