@@ -1,8 +1,6 @@
 """Paper 001 issue #13: the eq. 6 convention, the shared prior schedule, the fixed point of
 eq. 5, paper 001's class groups, Solar's selection and loss, and bad input before Ray."""
 
-import math
-
 import numpy as np
 import pytest
 import torch

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from weaklab.data import Dataset
 from weaklab.methods import METHODS, method_hparams
 from weaklab.methods.baselines_qll import bootstrap_loss, gce_loss, js_loss, symmetric_ce
-from weaklab.methods.cpu import cpu_class_risks, cpu_risk, draw_alpha, kl_binary_losses, scaled_sjs, sjs_binary_losses
+from weaklab.methods.cpu import cpu_class_risks, cpu_risk, draw_alpha, kl_binary_losses, sjs_binary_losses
 from weaklab.registry import ConfigError
 from weaklab.settings import WeakData, make_weak_data, setting_params
 from weaklab.settings.quantized import (mixup_weights, patch_assignment, patch_masks, patch_weights, pixel_masks,

@@ -22,11 +22,9 @@ sample selection, consistency and mixup switches, and report ``label_update_s`` 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
 
 from weaklab.methods import register_method
 from weaklab.methods.pll_reg import PLLHparams, PriorPLLHparams, PseudoLabelPLL, ramp, select_by_quota
