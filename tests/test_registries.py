@@ -69,3 +69,21 @@ def test_every_arch_and_head_give_the_declared_shapes(arch, head):
     assert all(o.shape == (3, 5) and torch.isfinite(o).all() for o in outs)
     if head == "heteroscedastic":
         assert len(outs) == 2 and (outs[1] > 0).all(), "the scale sigma(x) is positive"
+
+
+@pytest.mark.parametrize("arch", ARCHS.names())
+def test_fresh_network_has_the_architecture_and_new_weights(arch):
+    """``Net.fresh`` (Co-teaching's peer): the same parameter shapes, its own draw from the
+    torch stream (so the seeded run is reproducible), reachable through torch.compile."""
+    in_shape = _SHAPES.get(arch, (1, 8, 8))
+    torch.manual_seed(0)
+    net = build_model(arch, in_shape=in_shape, num_classes=5, width=0.125)
+    peer = torch.compile(net).fresh()
+    shapes = lambda m: [(k, tuple(v.shape)) for k, v in m.state_dict().items()]
+    assert type(peer) is type(net) and shapes(peer) == shapes(net)
+    weights = [k for k, v in net.state_dict().items() if v.is_floating_point() and v.numel() > 1 and "weight" in k]
+    assert any(not torch.equal(net.state_dict()[k], peer.state_dict()[k]) for k in weights)
+    torch.manual_seed(1)
+    a = net.fresh().state_dict()
+    torch.manual_seed(1)
+    assert all(torch.equal(a[k], v) for k, v in net.fresh().state_dict().items())

@@ -25,7 +25,6 @@ Deviations, each keeping the paper's quantities:
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -101,10 +100,7 @@ class Coteaching(MultilabelMethod):
 
     def _make_peer(self, model: torch.nn.Module) -> None:
         hp = self.hp
-        self.peer = copy.deepcopy(getattr(model, "_orig_mod", model))
-        for m in self.peer.modules():  # its own initialisation, drawn from the seeded torch stream
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+        self.peer = model.fresh()  # f's architecture, its own initialisation from the seeded torch stream
         from weaklab.config import TrainConfig
         from weaklab.engine import make_optimizer  # the engine's own optimizer, built from g's settings
 

@@ -20,11 +20,19 @@ register_head = HEADS.register
 
 
 class Net(nn.Module):
-    """backbone -> head. ``features(x)`` is exposed for methods that need embeddings."""
+    """backbone -> head. ``features(x)`` is exposed for methods that need embeddings;
+    ``spec`` holds the :func:`build_model` arguments that made it."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module, spec: dict | None = None):
         super().__init__()
         self.backbone, self.head = backbone, head
+        self.spec = dict(spec or {})
+
+    def fresh(self) -> "Net":
+        """A new network of this architecture, initialised from the torch stream, on this
+        network's device (Co-teaching's peer). Reached through a torch.compile wrapper too,
+        which forwards attributes to the module it wraps."""
+        return build_model(**self.spec).to(next(self.parameters()).device)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -37,7 +45,8 @@ def build_model(arch: str, *, in_shape: tuple[int, ...], num_classes: int, head:
                 width: float = 1.0) -> Net:
     """``width`` scales every layer's channels (1.0 = the paper's sizes)."""
     backbone = ARCHS.get(arch)(in_shape=in_shape, width=width)
-    return Net(backbone, HEADS.get(head)(backbone.out_features, num_classes))
+    return Net(backbone, HEADS.get(head)(backbone.out_features, num_classes),
+               spec={"arch": arch, "in_shape": tuple(in_shape), "num_classes": num_classes, "head": head, "width": width})
 
 
 import_submodules(__name__, __path__)
