@@ -312,8 +312,7 @@ def _fit(study, trials: list[Trial], study_dir: str, opts: RunOptions, *, experi
     else:
         stored = store.stored_trial_ids(study_dir)
         if stored and phase == "final":  # select-then-seeds: the select rows are expected here
-            rows = store.load_study(study_dir)[0]
-            stored = set(rows.loc[rows["phase"] == "final", "trial_id"])
+            stored = set(_phase_rows(study_dir, "final")["trial_id"])
         if stored:
             raise ConfigError(f"--results: {study_dir} already holds {len(stored)} trials of this study; add --resume "
                               f"to continue it, or choose another --results folder (or delete that one) to start afresh")
@@ -322,7 +321,8 @@ def _fit(study, trials: list[Trial], study_dir: str, opts: RunOptions, *, experi
         if search is not None:
             from weaklab.tune.search import make_searcher
 
-            search_alg = make_searcher(study, [t.config for t in trials], opts, experiment=experiment, resume=False, **search)
+            search_alg = make_searcher(study, [t.config for t in trials], opts, experiment=experiment, resume=False,
+                                       **search)
             n, param_space = search_alg.total_trials, {}
             if opts.verbose:
                 print(f"weaklab: Optuna ({opts.sampler}) over {search_alg.summary()}; "
@@ -391,33 +391,33 @@ def _run_select_then_seeds(study, trials: list[Trial], study_dir: str, opts: Run
     samples, on those seeds); phase 'final': all seeds at the hyperparameters each arm
     scored best on the seed-mean of ``study.metric`` per point of ``study.grid``. An arm
     with a single grid point has nothing to select and only runs in the final phase."""
-    from weaklab import store
-
     base = study_dir_name(study.name, smoke)
     select, _ = split_select(study, trials)
-
-    def stored_phase(phase: str) -> int:
-        if not store.stored_trial_ids(study_dir):
-            return 0
-        return int((store.load_study(study_dir)[0]["phase"] == phase).sum())
-
     n_select = len(select)
     if search is not None and select:
         from weaklab.tune.search import planned_trials
 
         n_select = planned_trials(study, [t.config for t in select], opts, **search)
-    if select and stored_phase("select") < n_select:
+    rows = _phase_rows(study_dir, "select")
+    if select and (0 if rows is None else len(rows)) < n_select:
         _fit(study, select, study_dir, opts, experiment=f"{base}-select", phase="select", schema=schema,
              search=search)
-    if store.stored_trial_ids(study_dir):
-        rows, _ = store.load_study(study_dir)
-        rows = rows[rows["phase"] == "select"]
-    else:
-        rows = None
+        rows = _phase_rows(study_dir, "select")
     final = _chosen_trials(study, trials, rows, sampled=search is not None)
     _fit(study, final, study_dir, dataclasses.replace(opts, resume=opts.resume and _has_state(opts, f"{base}-final")),
          experiment=f"{base}-final", phase="final", schema=schema)
     return study_dir
+
+
+def _phase_rows(study_dir: str, phase: str):
+    """The stored ``trials`` rows of one phase of a select-then-seeds study; None while the
+    study folder holds no trial."""
+    from weaklab import store
+
+    if not store.stored_trial_ids(study_dir):
+        return None
+    rows = store.load_study(study_dir)[0]
+    return rows[rows["phase"] == phase]
 
 
 def _has_state(opts: RunOptions, experiment: str) -> bool:

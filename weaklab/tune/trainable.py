@@ -167,8 +167,8 @@ def weaklab_trainable(config: dict[str, Any]) -> None:
     every_s = float(config.get("checkpoint_every_s", 0.0))
     last_ckpt = [time.perf_counter()]
 
-    def on_epoch(history, save, last):
-        reported.append(True)
+    def payload(history, last: bool) -> dict[str, Any]:
+        """An epoch's report: its metrics, the ``best.*`` Tune ranks by, and what the driver stores."""
         row = history[-1]
         # the cost so far on every epoch: a trial stopped by a scheduler or failing later
         # keeps what it spent up to its last report
@@ -176,16 +176,20 @@ def weaklab_trainable(config: dict[str, Any]) -> None:
                 "cost": cost.read()}
         if last:
             meta["history"] = json.dumps(history)
+        return {**row, **selected_so_far(history), "weaklab": meta}
+
+    def on_epoch(history, save, last):
+        reported.append(True)
+        report = payload(history, last)
         # metrics every epoch; a checkpoint when every_s seconds have passed, and always at
         # the end: on short epochs a save + upload per epoch was most of Tune's overhead
         # (benchmarks/bench_tune.py), and a lost node then costs at most every_s of work
         if not (last or time.perf_counter() - last_ckpt[0] >= every_s):
-            tune.report({**row, **selected_so_far(history), "weaklab": meta})
+            tune.report(report)
             return
         with tempfile.TemporaryDirectory() as d:
             save(d)
-            tune.report({**row, **selected_so_far(history), "weaklab": meta},
-                        checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
         last_ckpt[0] = time.perf_counter()
 
     try:
@@ -195,10 +199,7 @@ def weaklab_trainable(config: dict[str, Any]) -> None:
             # restored from its final checkpoint (the trial had ended, but the experiment
             # state Tune resumed from had not seen it end): nothing left to train, so
             # report the final epoch again, else the driver would store it without results
-            row = result.history[-1]
-            tune.report({**row, **selected_so_far(result.history),
-                         "weaklab": {**meta_static, "wall_s": time.perf_counter() - t0, "keys": list(row),
-                                     "last": True, "history": json.dumps(result.history), "cost": cost.read()}})
+            tune.report(payload(result.history, True))
     finally:
         if restore_ctx:
             restore_ctx.__exit__(None, None, None)
