@@ -93,20 +93,50 @@ class ParquetCallback(tune.Callback):
         self._write(trial, "failed", _error_line(trial))
 
 
+def eta_s(costs: list[float], left: int, concurrency: int) -> float | None:
+    """Seconds until the ``left`` trials still to run are done, estimated from the cost of
+    the finished ones: their mean cost x trials left / trials running at once. A trial's
+    cost is its process CPU time (one thread: its wall time on an idle core, without the
+    wait for a loaded machine), so the estimate is the time left on the cores the study
+    holds; None before any trial has finished."""
+    if not costs:
+        return None
+    return sum(costs) / len(costs) * left / max(1, concurrency)
+
+
+def _duration(s: float) -> str:
+    s = int(round(s))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
 class ProgressCallback(tune.Callback):
-    """One line per finished trial: done/total, the trial's result and the best so far."""
+    """One line per finished trial: done/total, trials left and the estimated time left
+    (:func:`eta_s`), the trial's result and the best so far."""
 
     def __init__(self, total: int, metric: str, mode: str, stream=sys.stdout):
         self.total, self.metric, self.mode, self.stream = total, metric, mode, stream
         self.done, self.best, self.last = 0, None, {}
+        self.cost: dict[str, float] = {}  # the latest cost each running trial reported
+        self.costs: list[float] = []  # finished trials' costs
+        self.concurrency = 1  # the most trials seen running at once: the study's slots
         self.t0 = time.time()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if self.metric in result:
             self.last[trial.trial_id] = result[self.metric]
+        meta = result.get("weaklab", {})
+        if "cost" in meta:
+            # a GPU trial's CPU time leaves out its wait for the device: its wall time is its cost
+            gpu = str(meta.get("device", "")).startswith("cuda")
+            self.cost[trial.trial_id] = float(meta["wall_s"] if gpu else meta["cost"]["cpu_s"])
+        self.concurrency = max(self.concurrency, sum(t.status == "RUNNING" for t in trials))
 
     def _line(self, trial, status: str) -> None:
         self.done += 1
+        if trial.trial_id in self.cost:
+            self.costs.append(self.cost.pop(trial.trial_id))
         value = self.last.get(trial.trial_id)
         if value is not None and (self.best is None or (value > self.best if self.mode == "max" else value < self.best)):
             self.best = value
@@ -114,7 +144,10 @@ class ProgressCallback(tune.Callback):
         shown = " ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in t.config.items() if k.startswith("hp."))
         val = "-" if value is None else f"{value:.4f}"
         best = "-" if self.best is None else f"{self.best:.4f}"
-        print(f"[{self.done}/{self.total} {time.time() - self.t0:6.0f}s] {status:9s} {t.label} "
+        left = max(0, self.total - self.done)
+        eta = eta_s(self.costs, left, self.concurrency)
+        togo = f"{left} left" + ("" if eta is None or not left else f", ~{_duration(eta)}")
+        print(f"[{self.done}/{self.total} {time.time() - self.t0:6.0f}s, {togo}] {status:9s} {t.label} "
               f"seed={t.seed} {shown} {self.metric}={val} | best so far {best}", file=self.stream, flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
