@@ -14,6 +14,20 @@ torch.set_num_threads(1)
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+#: fixtures that start Ray (a local instance, a multi-node or autoscaler cluster): a test
+#: using one, directly or through another fixture, runs Ray end to end
+RAY_FIXTURES = {"ray_local", "cluster", "fake"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` every test that starts Ray, so ``-m "not slow"`` is the tier without
+    it (every registry, every bad input, the engine and analysis on their own); tests that
+    start a driver in a subprocess or reach Ray at run time carry the mark themselves."""
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     """Weak-data cache in a temporary folder, so tests never read a stale user cache."""
