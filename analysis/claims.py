@@ -12,9 +12,15 @@ One row per claim x worse arm x metric x slice, the columns of ``claims.csv``:
 - ``p_value``: ``scipy.stats.ttest_rel`` of better against worse paired by seed,
   two-sided (``beats``); of the per-seed slopes against 0 (``trend``); for ``flat`` the
   two-sided bootstrap p of the spread against ``within``;
-- ``verdict``: ``holds`` = the claimed sign and p < 0.05; ``reversed`` = the opposite sign
-  and p < 0.05; ``not significant`` otherwise (one pair included); ``not run`` = an arm
-  or slice is missing from the Parquet (e.g. a smoke run), with the reason in ``detail``.
+- ``sd``: the paired differences' (slopes') standard deviation over seeds;
+- ``p_holm``, ``mde_80``, ``seeds_needed``: the family's Holm-adjusted p and the row's power
+  (:func:`family_verdicts`);
+- ``verdict``: ``holds`` = the claimed sign and Holm p < 0.05; ``reversed`` = the opposite
+  sign and Holm p < 0.05; ``undecided (needs N seeds)`` = not significant with fewer seeds
+  than a paired test needs at the observed effect (N at most 100); ``not significant``
+  otherwise; ``not run`` = an arm or slice is missing from the Parquet
+  (e.g. a smoke run), with the reason in ``detail``. ``verdict_raw`` is the same rule on the
+  raw p (no undecided), the verdict before multiplicity.
 
 Arms whose rows span several hyperparameter values are taken at the values with the best
 seed-mean of the claim's ``select`` column (validation): tau* and each arm's best grid
@@ -30,9 +36,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-VERDICTS = ("holds", "not significant", "reversed", "not run")
+VERDICTS = ("holds", "not significant", "undecided (needs N seeds)", "reversed", "not run")
 COLUMNS = ["claim", "kind", "slice", "better", "worse", "metric", "n_pairs", "effect", "ci_low", "ci_high",
-           "p_value", "paper_effect", "verdict", "detail"]
+           "sd", "p_value", "p_holm", "mde_80", "seeds_needed", "paper_effect", "verdict", "verdict_raw", "detail"]
 ALPHA = 0.05
 
 
@@ -119,6 +125,10 @@ def _t_summary(diffs: np.ndarray) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def _sd(x: np.ndarray) -> float:
+    return float(x.std(ddof=1)) if x.size >= 2 else float("nan")
+
+
 def _verdict(effect: float, p: float, expect_positive: bool) -> str:
     if p != p or p >= ALPHA:
         return "not significant"
@@ -135,7 +145,7 @@ def _beats(rows, claim, metric, worse) -> dict[str, Any]:
     effect, lo, hi = _t_summary(diffs)
     p = float(stats.ttest_rel(pairs["b"], pairs["w"]).pvalue) if len(pairs) >= 2 else float("nan")
     chosen = [f"{name} at {s.attrs['chosen']}" for name, s in (("better", b), ("worse", w)) if s.attrs.get("chosen")]
-    return {"n_pairs": len(pairs), "effect": effect, "ci_low": lo, "ci_high": hi, "p_value": p,
+    return {"n_pairs": len(pairs), "effect": effect, "ci_low": lo, "ci_high": hi, "sd": _sd(diffs), "p_value": p,
             "verdict": _verdict(effect, p, claim.higher_is_better), "detail": "; ".join(chosen)}
 
 
@@ -160,7 +170,7 @@ def _trend(rows, claim, metric, worse) -> dict[str, Any]:
     slopes = np.array([np.polyfit(x, row.to_numpy(float), 1)[0] for _, row in g.iterrows()])
     effect, lo, hi = _t_summary(slopes)
     p = float(stats.ttest_rel(slopes, np.zeros_like(slopes)).pvalue) if slopes.size >= 2 else float("nan")
-    return {"n_pairs": int(slopes.size), "effect": effect, "ci_low": lo, "ci_high": hi, "p_value": p,
+    return {"n_pairs": int(slopes.size), "effect": effect, "ci_low": lo, "ci_high": hi, "sd": _sd(slopes), "p_value": p,
             "verdict": _verdict(effect, p, claim.higher_is_better),
             "detail": f"slope of the paired gain per {'doubling' if claim.log_axis else 'unit'} of {claim.axis} "
                       f"over {', '.join(f'{v:g}' for v in g.columns)}"}
@@ -249,25 +259,77 @@ def evaluate_claims(trials: pd.DataFrame, claims: Sequence) -> pd.DataFrame:
                     except NotRun as e:
                         row.update({"n_pairs": 0, "verdict": "not run", "detail": str(e)})
                     out.append(row)
-    return pd.DataFrame(out, columns=COLUMNS)
+    return family_verdicts(pd.DataFrame(out, columns=COLUMNS), claims)
+
+
+def family_verdicts(table: pd.DataFrame, claims: Sequence = ()) -> pd.DataFrame:
+    """Holm-adjust the p-values over the study's whole claim family (every row with a p) and
+    give each row its power; the verdict then reads the adjusted p, ``verdict_raw`` the raw.
+
+    - ``p_holm``: Holm's step-down p (:func:`analysis.stats.holm`);
+    - ``mde_80``: the |effect| the paired test finds with 80 % power with the run's seeds at
+      the level Holm applies to this row (alpha / (m - rank + 1)), from the row's paired sd;
+    - ``seeds_needed``: the seeds that test would need at the observed effect (inf: more than
+      :data:`analysis.stats.MAX_SEEDS`);
+    - ``verdict``: holds / reversed at p_holm < 0.05; otherwise ``undecided (needs N seeds)``
+      when the seeds run < N <= :data:`analysis.stats.FEASIBLE_SEEDS` (the run could not
+      have found the observed effect, so its silence says little), ``not significant`` when
+      N is beyond that (the observed effect is a small fraction of the seed-to-seed spread)
+      or the run had the power. Power at the observed effect is a function of p, so
+      ``seeds_needed`` plans the next run; it is no evidence for or against the effect. ``flat`` claims (a bootstrap, no t power) are holds / reversed / not significant.
+    """
+    from analysis.stats import FEASIBLE_SEEDS, holm, holm_levels, paired_mde, seeds_needed
+
+    table = table.copy()
+    table["verdict_raw"] = table["verdict"]
+    p = table["p_value"].astype(float).to_numpy()
+    table["p_holm"] = holm(p)
+    levels = holm_levels(p, alpha=ALPHA)
+    higher = {c.name: c.higher_is_better for c in claims}
+    within = {c.name: c.within for c in claims if c.kind == "flat"}
+    mde, need, verdicts = [], [], []
+    for r, level in zip(table.itertuples(index=False), levels):
+        if r.verdict == "not run" or r.p_value != r.p_value:
+            mde.append(float("nan")), need.append(float("nan")), verdicts.append(r.verdict)
+            continue
+        if r.kind == "flat":
+            mde.append(float("nan")), need.append(float("nan"))
+            below = r.effect < within.get(r.claim, float("inf"))
+            verdicts.append(("holds" if below else "reversed") if r.p_holm < ALPHA else "not significant")
+            continue
+        n = int(r.n_pairs)
+        mde.append(paired_mde(r.sd, n, alpha=level))
+        need.append(seeds_needed(r.effect, r.sd, alpha=level))
+        if r.p_holm < ALPHA:
+            verdicts.append("holds" if (r.effect > 0) == higher.get(r.claim, True) else "reversed")
+        elif need[-1] == need[-1] and n < need[-1] <= FEASIBLE_SEEDS:
+            verdicts.append(f"undecided (needs {int(need[-1])} seeds)")
+        else:
+            verdicts.append("not significant")
+    table["mde_80"], table["seeds_needed"], table["verdict"] = mde, need, verdicts
+    return table[COLUMNS]
 
 
 def claims_markdown(table: pd.DataFrame) -> str:
     """The claims table as Markdown (leads every report)."""
     if table.empty:
         return "This study declares no claims."
-    lines = ["| claim | slice | better | worse | metric | n | effect | 95% CI | p | paper | verdict | detail |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| claim | slice | better | worse | metric | n | effect | 95% CI | p | p Holm | MDE 80% | seeds needed "
+             "| paper | verdict | raw verdict | detail |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples(index=False):
         lines.append(f"| {r.claim} | {r.slice} | {r.better} | {r.worse or '-'} | {r.metric} | {r.n_pairs} | "
                      f"{_num(r.effect)} | {_ci(r.ci_low, r.ci_high)} | {_num(r.p_value, p=True)} | "
-                     f"{r.paper_effect or '-'} | **{r.verdict}** | {r.detail if isinstance(r.detail, str) else ''} |")
+                     f"{_num(r.p_holm, p=True)} | {_mag(r.mde_80)} | {_seeds(r.seeds_needed)} | "
+                     f"{r.paper_effect or '-'} | **{r.verdict}** | {r.verdict_raw} | "
+                     f"{r.detail if isinstance(r.detail, str) else ''} |")
     return "\n".join(lines)
 
 
 #: the claims table's text columns: an empty one (a flat claim's ``worse``, a missing
 #: detail) must stay "" when claims.csv is read back, not become pandas' NaN
-TEXT_COLUMNS = ("claim", "kind", "slice", "better", "worse", "metric", "paper_effect", "verdict", "detail")
+TEXT_COLUMNS = ("claim", "kind", "slice", "better", "worse", "metric", "paper_effect", "verdict", "verdict_raw",
+                "detail")
 
 
 def read_claims(path) -> pd.DataFrame:
@@ -284,11 +346,11 @@ def claims_terminal(table: pd.DataFrame) -> str:
     if table.empty:
         return "claims: none declared"
     lines = [f"{'claim':22s} {'slice':34s} {'worse':18s} {'metric':20s} {'n':>3s} {'effect':>9s} "
-             f"{'95% CI':>21s} {'p':>8s}  verdict"]
+             f"{'95% CI':>21s} {'p':>8s} {'p Holm':>8s} {'MDE80':>7s}  verdict"]
     for r in table.itertuples(index=False):
         lines.append(f"{r.claim[:22]:22s} {r.slice[:34]:34s} {(r.worse or '-')[:18]:18s} {r.metric[:20]:20s} "
                      f"{r.n_pairs:>3d} {_num(r.effect):>9s} {_ci(r.ci_low, r.ci_high):>21s} "
-                     f"{_num(r.p_value, p=True):>8s}  {r.verdict}")
+                     f"{_num(r.p_value, p=True):>8s} {_num(r.p_holm, p=True):>8s} {_mag(r.mde_80):>7s}  {r.verdict}")
     return "\n".join(lines)
 
 
@@ -296,6 +358,16 @@ def _num(v, p: bool = False) -> str:
     if v is None or v != v:
         return "-"
     return f"{v:.2g}" if p and v < 0.01 else f"{v:.3f}" if p else f"{v:+.4f}"
+
+
+def _mag(v) -> str:
+    return "-" if v is None or v != v else f"{v:.4f}"
+
+
+def _seeds(v) -> str:
+    from analysis.stats import MAX_SEEDS
+
+    return "-" if v is None or v != v else f">{MAX_SEEDS}" if v == float("inf") else f"{int(v)}"
 
 
 def _ci(lo, hi) -> str:

@@ -52,7 +52,12 @@ def write_report(study_dir: str, out: str | None = None) -> str:
              "Each claim of the paper tested on this Parquet: effect = mean paired difference better - worse "
              "over seeds (trend: slope of that difference; flat: spread over the axis), in the metric's units "
              "(accuracy and mAP as fractions), 95 % t-interval (flat: bootstrap), paired two-sided t-test. "
-             "holds = right sign and p < 0.05; reversed = wrong sign and p < 0.05.", "",
+             "The verdict reads Holm's adjusted p over this study's whole claim family (p Holm): holds = "
+             "right sign and p Holm < 0.05; reversed = wrong sign and p Holm < 0.05; undecided (needs N "
+             "seeds) = neither, and a paired test would need N > the seeds run (N <= 100) to find the "
+             "observed effect with 80 % power; not significant otherwise. MDE 80% = the smallest effect "
+             "these seeds find with 80 % power at the row's Holm level. The raw verdict is the same rule "
+             "on the raw p.", "",
              claims_markdown(claims), ""]
     failed = trials[trials["status"] == "failed"] if len(trials) else trials
     if len(failed):

@@ -159,3 +159,81 @@ def draw_curve(ax, x, mean, lo, hi, *, label: str, log: bool = False, scale: flo
         narrow = x.size and x.max() < 10 * x.min()
         ax.xaxis.set_minor_formatter(FormatStrFormatter("%g") if narrow else NullFormatter())
     return True
+
+
+# --- multiplicity and power of the paired t-test (issue 27) --------------------------------
+
+#: ``seeds_needed`` above this is reported as ">MAX_SEEDS" (the search stops there)
+MAX_SEEDS = 10_000
+#: a claim that needs more seeds than this is "not significant", not "undecided": 20x the
+#: 5 seeds of a default study, beyond what anyone reruns for one comparison; the observed
+#: effect is then a small fraction of the seed-to-seed spread
+FEASIBLE_SEEDS = 100
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (Holm 1979, Scand. J. Statist. 6:65-70): with the m
+    finite p sorted ascending, p_(i) -> max_{j<=i} min(1, (m - j + 1) p_(j)); NaN stays NaN.
+    Controls the family-wise error at the nominal level under any dependence, which a study's
+    claims (sharing arms and seeds) have. Five lines, so no statsmodels dependency."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = ok.size
+    if m:
+        order = ok[np.argsort(p[ok], kind="stable")]
+        out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return out
+
+
+def holm_levels(p_values: Sequence[float], *, alpha: float = 0.05) -> np.ndarray:
+    """The level alpha / (m - k + 1) Holm's procedure applies to each p (k its ascending rank):
+    the level a claim must reach, given the rest of the family, to be declared."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    out[order] = alpha / (ok.size - np.arange(ok.size))
+    return out
+
+
+def paired_power(d: float, n: int, *, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired (one-sample) t-test with n pairs at standardised effect
+    d = mean / sd of the differences: the noncentral t with n - 1 df and noncentrality
+    d sqrt(n) beyond the critical value (Cohen 1988, ch. 2)."""
+    if n < 2:
+        return float("nan")
+    df, ncp = n - 1, abs(d) * np.sqrt(n)
+    t = stats.t.ppf(1 - alpha / 2, df)
+    # the far tail is < 1e-8 wherever scipy's nct returns NaN for it (ncp >> t): count it 0
+    return float(stats.nct.sf(t, df, ncp) + np.nan_to_num(stats.nct.cdf(-t, df, ncp)))
+
+
+def paired_mde(sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The minimum detectable effect (same units as ``sd``): the |mean difference| that a
+    paired t-test with n pairs finds with probability ``power`` at level ``alpha``."""
+    from scipy.optimize import brentq
+
+    if n < 2 or not sd == sd or sd <= 0:
+        return float("nan")
+    hi = 1.0
+    while paired_power(hi, n, alpha=alpha) < power:  # the noncentral t is NaN far out: bracket up
+        hi *= 2
+        if hi > 64:
+            return float("nan")
+    return float(sd * brentq(lambda d: paired_power(d, n, alpha=alpha) - power, 0.0, hi))
+
+
+def seeds_needed(effect: float, sd: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The fewest seeds (pairs) whose paired t-test has ``power`` at the observed effect and
+    paired sd; inf when that exceeds :data:`MAX_SEEDS` (or the effect is 0)."""
+    if not (effect == effect and sd == sd) or sd <= 0:
+        return float("nan")
+    d = abs(effect) / sd
+    if paired_power(d, MAX_SEEDS, alpha=alpha) < power:
+        return float("inf")
+    lo, hi = 2, MAX_SEEDS  # power rises with n: bisect for the first n that reaches it
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if paired_power(d, mid, alpha=alpha) >= power else (mid + 1, hi)
+    return float(lo)

@@ -229,3 +229,61 @@ def test_claims_csv_round_trip_keeps_empty_text_for_a_flat_claim(tmp_path):
     text = claims_terminal(back)
     assert "cpu flat" in text and "not significant" in text
     assert "| cpu flat | all | cpu | - |" in claims_markdown(back)
+
+
+# --- multiplicity and power (issue 27) ---------------------------------------------------
+
+def test_holm_matches_the_step_down_by_hand():
+    from analysis.stats import holm, holm_levels
+
+    p = [0.01, 0.04, float("nan"), 0.03, 0.005]
+    # sorted 0.005, 0.01, 0.03, 0.04 (m = 4): 4*0.005, 3*0.01, max(.., 2*0.03), max(.., 1*0.04)
+    assert np.allclose(holm(p), [0.03, 0.06, np.nan, 0.06, 0.02], equal_nan=True)
+    assert np.allclose(holm_levels(p), [0.05 / 3, 0.05, np.nan, 0.05 / 2, 0.05 / 4], equal_nan=True)
+
+
+def test_power_agrees_with_the_textbook_paired_t():
+    """Cohen's d = 0.5 needs 34 pairs for 80 % power at alpha 0.05 (G*Power, paired t); the
+    minimum detectable effect with 10 pairs is ~1.0 sd; power at d = 0 is alpha."""
+    from analysis.stats import paired_mde, paired_power, seeds_needed
+
+    assert seeds_needed(0.5, 1.0) == 34
+    assert paired_mde(1.0, 10) == pytest.approx(0.996, abs=0.01)
+    assert paired_power(0.0, 8) == pytest.approx(0.05, abs=1e-6)
+    assert paired_power(1.0, 34) > paired_power(1.0, 10) > paired_power(0.5, 10)
+
+
+def test_a_family_of_claims_is_held_to_holm_and_the_raw_verdict_stays():
+    """Four claims at raw p ~ 0.02-0.04: each holds alone, none after Holm over four, and
+    their power says how many seeds would decide them."""
+    base = np.random.default_rng(0).normal(0, 0.02, 6)
+    z = np.array([1.2, -0.9, 0.3, -1.4, 0.5, 0.3])
+    z = (z - z.mean()) / z.std(ddof=1)  # paired differences 0.01 + 0.0085 z: t = 2.9, p = 0.034
+    arms = {"a": {"best.test_acc": lambda s: 0.8 + base[s]}}
+    for k in range(4):
+        arms[f"b{k}"] = {"best.test_acc": lambda s, k=k: 0.8 + base[s] - 0.01 - 0.0085 * np.roll(z, k)[s]}
+    claim = Claim("a>b", metric="best.test_acc", better="a", worse=tuple(f"b{k}" for k in range(4)))
+    out = evaluate_claims(frame(arms, seeds=range(6)), [claim])
+    assert (out.p_value < 0.05).all() and (out.verdict_raw == "holds").all()
+    assert (out.p_holm >= 0.05).any()
+    assert np.allclose(out.p_holm, np.minimum(1, out.p_holm), equal_nan=True)
+    for r in out.itertuples():
+        assert r.p_holm >= r.p_value
+        if r.p_holm >= 0.05:
+            assert r.verdict == f"undecided (needs {int(r.seeds_needed)} seeds)" and r.seeds_needed > 6
+        assert r.mde_80 > 0
+
+
+def test_null_claims_are_falsely_declared_at_the_nominal_family_rate():
+    """200 simulated 5-seed studies of 4 null claims each: Holm keeps the share of studies
+    with any holds/reversed near 0.05 (binomial sd ~1.5 %), raw p near 1 - 0.95^4 = 0.19."""
+    rng = np.random.default_rng(1)
+    claim = Claim("a>b", metric="best.test_acc", better="a", worse=("b0", "b1", "b2", "b3"))
+    any_adj = any_raw = 0
+    for _ in range(200):
+        draws = rng.normal(0, 0.02, size=(5, 5))
+        arms = {lab: {"best.test_acc": lambda s, i=i: 0.8 + draws[i, s]} for i, lab in enumerate(("a", "b0", "b1", "b2", "b3"))}
+        out = evaluate_claims(frame(arms, seeds=range(5)), [claim])
+        any_adj += out.verdict.isin(["holds", "reversed"]).any()
+        any_raw += out.verdict_raw.isin(["holds", "reversed"]).any()
+    assert any_adj / 200 <= 0.05 + 3 * 0.0154 and any_raw / 200 > 0.10
