@@ -149,3 +149,27 @@ def test_eval_splits_bad_value_is_one_line():
     with pytest.raises(ConfigError, match=r"train.eval_splits='sometimes' .*every or best") as e:
         run_trial(_cfg(**{"train.eval_splits": "sometimes"}))
     assert "\n" not in str(e.value)
+
+
+def test_a_worker_with_the_drivers_cache_reads_no_clean_dataset(tmp_path):
+    """What the driver cached, a fresh worker process trains on without loading the clean
+    dataset (nor scikit-learn for digits), on the same tensors as the driver's."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "WEAKLAB_CACHE": str(tmp_path)}
+    probe = ("import sys, hashlib, torch\n"
+             "from studies import STUDIES, expand\n"
+             "from weaklab.engine import build_trial\n"
+             "{pre}"
+             "_, weak, _ = build_trial(expand(STUDIES.get('tau-sweep'))[0])\n"
+             "h = hashlib.md5(b''.join(t.numpy().tobytes() for t in (weak.x, *weak.weak.values(), "
+             "*[x for pair in weak.evals.values() for x in pair]))).hexdigest()\n"
+             "print(h, 'sklearn' in sys.modules)\n")
+    run = lambda pre="": subprocess.run([sys.executable, "-c", probe.format(pre=pre)], env=env, cwd=root,
+                                        capture_output=True, text=True, check=True).stdout.split()
+    driver = run()  # a cold cache: the clean dataset is read (scikit-learn) and the weak data made
+    worker = run()
+    assert driver[1] == "True" and worker == [driver[0], "False"], (driver, worker)

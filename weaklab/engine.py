@@ -248,17 +248,24 @@ def train(*, data: WeakData, method: Method, config: TrainConfig, seed: int, on_
 def _dataset(name: str, root: str | None, split_seed: int):
     """Datasets are read once per process: a reused Ray actor runs many trials on them."""
     from weaklab.data import load_dataset
+    from weaklab.settings import record_dataset
 
-    return load_dataset(name, root=root, split_seed=split_seed)
+    ds = load_dataset(name, root=root, split_seed=split_seed)
+    record_dataset(ds, root=root, split_seed=split_seed)
+    return ds
 
 
 def build_trial(trial: Trial | dict[str, Any]) -> tuple[Trial, WeakData, Method]:
-    """(trial, weak data, method) for a :class:`Trial` (a flat config is parsed first)."""
-    from weaklab.settings import make_weak_data
+    """(trial, weak data, method) for a :class:`Trial` (a flat config is parsed first).
+
+    The weak data come from the cache the driver filled when it can (no clean dataset read
+    in the worker); else from the clean dataset, once per process."""
+    from weaklab.settings import cached_weak_data, make_weak_data
 
     t = as_trial(trial)
-    ds = _dataset(t.dataset, t.data_root, 0)
-    weak = make_weak_data(ds, t.setting, t.setting_params, t.seed)
+    weak = cached_weak_data(t.dataset, t.setting, t.setting_params, t.seed, root=t.data_root)
+    if weak is None:
+        weak = make_weak_data(_dataset(t.dataset, t.data_root, 0), t.setting, t.setting_params, t.seed)
     method = METHODS.get(t.method)(t.hparams, num_classes=weak.num_classes,
                                    device=resolve_device(t.train.device), seed=t.seed)
     return t, weak, method

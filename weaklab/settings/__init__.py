@@ -138,19 +138,60 @@ def cache_dir() -> str:
     return os.environ.get("WEAKLAB_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "weaklab"))
 
 
-def make_weak_data(data: Dataset, setting: str, params: Any, seed: int, *, split_seed: int = 0,
-                   cache: bool = True) -> WeakData:
-    """Run setting ``setting`` on ``data`` with ``np.random.default_rng(seed)``, cached on disk."""
-    spec = SETTINGS.get(setting)
-    key = json.dumps({"v": CACHE_VERSION, "dataset": data.name, "n": int(data.x_train.shape[0]),
-                      "split_seed": split_seed, "setting": setting, "params": dataclasses.asdict(params),
-                      "seed": seed}, sort_keys=True, default=str)
-    path = os.path.join(cache_dir(), "settings", f"{setting}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt")
-    if cache and os.path.exists(path):
+def _weak_path(dataset: str, n: int, setting: str, params: Any, seed: int, split_seed: int) -> str:
+    key = json.dumps({"v": CACHE_VERSION, "dataset": dataset, "n": int(n), "split_seed": split_seed,
+                      "setting": setting, "params": dataclasses.asdict(params), "seed": seed},
+                     sort_keys=True, default=str)
+    return os.path.join(cache_dir(), "settings", f"{setting}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt")
+
+
+def _load(path: str) -> WeakData | None:
+    if os.path.exists(path):
         try:
             return WeakData.from_tensors(torch.load(path, weights_only=True))
         except Exception:  # a torn or stale file: regenerate rather than fail the trial
             pass
+    return None
+
+
+def _size_path(dataset: str, root: str | None, split_seed: int) -> str:
+    tag = hashlib.sha1(json.dumps([root and os.path.abspath(root), split_seed]).encode()).hexdigest()[:12]
+    return os.path.join(cache_dir(), "datasets", f"{dataset}-{tag}.json")
+
+
+def record_dataset(data: Dataset, *, root: str | None, split_seed: int) -> None:
+    """Note the training-set size of ``data`` beside the cache, so :func:`cached_weak_data`
+    can find a weak dataset by its key without reading the clean dataset again."""
+    path = _size_path(data.name, root, split_seed)
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"n_train": int(data.x_train.shape[0])}, f)
+        os.replace(tmp, path)
+
+
+def cached_weak_data(dataset: str, setting: str, params: Any, seed: int, *, root: str | None = None,
+                     split_seed: int = 0) -> WeakData | None:
+    """The cached weak dataset of that key, or None; reads neither the clean dataset nor its
+    library. A Ray worker would otherwise hold the clean dataset for its whole life beside
+    each trial's weak data (CIFAR-10's training images: 614 MB as float32) and import what
+    loads it (digits: scikit-learn and scipy, 76 MB and ~1 CPU-s per worker)."""
+    try:
+        with open(_size_path(dataset, root, split_seed)) as f:
+            n = json.load(f)["n_train"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return _load(_weak_path(dataset, n, setting, params, seed, split_seed))
+
+
+def make_weak_data(data: Dataset, setting: str, params: Any, seed: int, *, split_seed: int = 0,
+                   cache: bool = True) -> WeakData:
+    """Run setting ``setting`` on ``data`` with ``np.random.default_rng(seed)``, cached on disk."""
+    spec = SETTINGS.get(setting)
+    path = _weak_path(data.name, data.x_train.shape[0], setting, params, seed, split_seed)
+    if cache and (hit := _load(path)) is not None:
+        return hit
     weak = spec.make(data, params, np.random.default_rng(seed))
     if weak.kind != spec.kind:
         raise RuntimeError(f"setting {setting!r} declared kind {spec.kind!r} but produced {weak.kind!r}")
