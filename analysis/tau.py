@@ -21,6 +21,74 @@ from analysis.stats import (bootstrap_ci, completed, draw_curve, is_sampled, mar
                             seed_complete, stars)
 
 LL, ACC, CLEAN, VAL = "best.test_noisy_ll", "best.test_noisy_acc", "best.test_acc", "best.val_ll"
+SPEARMAN = "best.diag_sigma_spearman"
+
+
+def noise_floor(protocol: str, num_classes: int = 10, rate: float = 0.2) -> tuple[float, float]:
+    """(noisy-test LL, noisy-test accuracy) of the Bayes model of the noise: one that knows
+    each test image's clean class c and predicts the redraw distribution, 1 - r_c + r_c/K
+    on c and r_c/K elsewhere; classes taken as equally frequent (digits, CIFAR-10, MNIST are
+    near balanced). No model can beat it in expectation: it is how much room tau has."""
+    from weaklab.settings.noise import NoiseParams, class_rates
+
+    r = class_rates(NoiseParams(protocol=protocol, rate=rate), num_classes)
+    K = num_classes
+    stay, move = 1 - r + r / K, r / K
+    ll = stay * np.log(stay) + (K - 1) * np.where(move > 0, move * np.log(np.where(move > 0, move, 1.0)), 0.0)
+    return float(ll.mean()), float(stay.mean())
+
+
+def _rows_of_table_1(trials: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    done = completed(trials)
+    tau_star, s_star = select_tau_star(done)
+    het = done[(done["method"] == "heteroscedastic") & (done["hp.train_samples"] == s_star)]
+    rows = {"homoscedastic": done[done["method"] == "homoscedastic"],
+            "τ = 1.0": het[np.isclose(het["hp.tau"], 1.0)], f"τ* = {tau_star:g}": het[np.isclose(het["hp.tau"], tau_star)]}
+    return {k: v for k, v in rows.items() if len(v)}
+
+
+def noise_floor_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per Table 1 row: noisy-test LL and accuracy against the Bayes floor of the study's
+    noise protocol (:func:`noise_floor`), and the clean accuracy (how far from separable)."""
+    done = completed(trials)
+    protocol = str(done["setting.protocol"].iloc[0]) if "setting.protocol" in done else "heteroscedastic"
+    rate = float(done["setting.rate"].iloc[0]) if "setting.rate" in done else 0.2
+    ll0, acc0 = noise_floor(protocol, rate=rate)
+    out = {"Bayes floor": {"LL": ll0, "LL − floor": 0.0, "Acc": acc0, "Acc − ceiling": 0.0, "Acc_clean": 1.0}}
+    for name, g in _rows_of_table_1(done).items():
+        out[name] = {"LL": g[LL].mean(), "LL − floor": g[LL].mean() - ll0, "Acc": g[ACC].mean(),
+                     "Acc − ceiling": g[ACC].mean() - acc0, "Acc_clean": g[CLEAN].mean()}
+    return pd.DataFrame(out).T.round(4)
+
+
+def sigma_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Mean learned noise scale per true class (rows: each tau at S*, mean over seeds, at the
+    best-validation epoch) with its Spearman correlation against the realised redraw rate
+    per class; the protocol's rates as the first row. Empty without the diagnostic columns."""
+    done = completed(trials)
+    cols = sorted((c for c in done if c.startswith("best.diag_sigma_c")), key=lambda c: int(c.rsplit("c", 1)[1]))
+    if not cols:
+        return pd.DataFrame()
+    from weaklab.settings.noise import NoiseParams, class_rates
+
+    protocol = str(done["setting.protocol"].iloc[0]) if "setting.protocol" in done else "heteroscedastic"
+    rates = class_rates(NoiseParams(protocol=protocol), len(cols))
+    _, s_star = select_tau_star(done)
+    het = done[(done["method"] == "heteroscedastic") & (done["hp.train_samples"] == s_star)]
+    from scipy import stats
+
+    nan = float("nan")
+    rows = {"redraw rate r_c": {**{f"c{k}": rates[k] for k in range(len(cols))}, "Spearman": nan,
+                                "Spearman of mean": nan}}
+    for tau, g in het.groupby("hp.tau"):
+        mean = g[cols].mean().to_numpy()
+        # per seed, then averaged (the trial's own diagnostic), and of the seed-mean profile:
+        # one seed's 10 class means are noisy, the mean profile shows what the scale learned
+        rows[f"σ, τ = {tau:g}"] = {**{c.rsplit("_", 1)[1]: v for c, v in zip(cols, mean)},
+                                   "Spearman": g[SPEARMAN].mean() if SPEARMAN in g else nan,
+                                   "Spearman of mean": float(stats.spearmanr(mean, rates)[0])
+                                   if np.isfinite(mean).all() and np.ptp(rates) > 0 else nan}
+    return pd.DataFrame(rows).T.round(3)
 
 
 def tau_curve(trials: pd.DataFrame, metric: str = LL) -> pd.DataFrame:
@@ -180,6 +248,15 @@ def report(trials: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> str:
         + (f" among the {len(curve)} (τ, S) configurations an Optuna search sampled, each on every seed" if sampled
            else "") + ". Marks: paired two-tailed t-test against τ* over seeds (* p<0.05, † p<0.01, ‡ p<0.001).", "",
         markdown_table(tab), "", *[f"- {n}" for n in notes], *([""] if notes else []),
+        "## Noise floor", "",
+        "The Bayes model of the noise knows each test image's clean class and the redraw rates; its noisy-test "
+        "LL and accuracy bound every model's. A row near the floor leaves τ little to gain: paper 002's MNIST "
+        "rows sit 0.006-0.010 nats above -0.704 (this protocol's floor) and τ* gains +0.004 there, against "
+        "0.41 nats of room (homoscedastic -1.109) and +0.042 on CIFAR-10.", "",
+        markdown_table(noise_floor_table(trials)), "",
+        *(["Learned noise scale σ (mean over the K components, per true class, training passes of the "
+           "best-validation epoch) against the protocol's redraw rate; Spearman over classes per seed, "
+           "then averaged, and of the seed-mean σ profile:", "", markdown_table(sigma_table(trials)), ""] if len(sigma_table(trials)) else []),
         "## τ curve (mean noisy-test LL, 95% bootstrap CI)", "",
         markdown_table(curve.set_index(["S", "tau"]).round(4)), "",
         "## Budget: best epochs against the cap", "",

@@ -135,3 +135,70 @@ def test_smoke_study_through_ray_to_report(tmp_path, smoke_study):
     assert "Memorisation" in md
     assert (tmp_path / "delta_alpha_heatmap.png").stat().st_size > 0
     assert (tmp_path / "map_by_class_group.png").stat().st_size > 0
+
+
+def test_random_flip_is_the_papers_one_rate_for_positives_and_negatives():
+    """Paper 004: p(ỹ_c=1|y_c=0) = p(ỹ_c=0|y_c=1) = ρ. On digits-multi-cells (VOC's PN_Imb)
+    the realised rates of both polarities are ρ, and the share of the given positives that
+    are true is the floor formula's, ~0.10 at ρ = 0.4 (VOC's 0.103)."""
+    import numpy as np
+
+    from analysis.balancemix import positive_floor
+    from weaklab.data import load_dataset
+    from weaklab.settings.multilabel_noise import (MultilabelNoiseParams, flip_floor, imbalance_ratios,
+                                                   multilabel_noise, random_flip)
+
+    Y = (np.random.default_rng(0).random((4000, 40)) < 0.07).astype(np.float32)
+    for rho in (0.2, 0.4):
+        noisy = random_flip(Y, rho, np.random.default_rng(1)) > 0.5
+        clean = Y > 0.5
+        assert abs((~noisy[clean]).mean() - rho) < 0.01 and abs(noisy[~clean].mean() - rho) < 0.005
+    weak = multilabel_noise(load_dataset("digits-multi-cells"), MultilabelNoiseParams(noise="flip", rho=0.4),
+                            np.random.default_rng(0))
+    i = weak.info
+    assert abs(i["pos_error_rate"] - 0.4) < 0.01 and abs(i["neg_error_rate"] - 0.4) < 0.01
+    clean, given = weak.hidden["Y"].numpy() > 0.5, weak.weak["Y"].numpy() > 0.5
+    share = clean[given].mean()
+    assert share == pytest.approx(positive_floor(pos_error=i["pos_error_rate"], neg_error=i["neg_error_rate"],
+                                                 pn_imb=i["clean_pn_imb"]), abs=1e-9)
+    assert share == pytest.approx(flip_floor(0.4, imbalance_ratios(clean.astype(np.float32))["pn_imb"]), abs=0.01)
+    assert 0.08 < share < 0.12 and flip_floor(0.4, 13) == pytest.approx(0.1034, abs=1e-4)
+
+
+def test_flip_study_of_issue_28_is_the_study_restricted_to_flips():
+    """studies._absent_effects: the study's flip arms (δ, α sweeps, 7 baselines), seeds and
+    select phase, on another dataset and rate, without ablation rows; its claims are the
+    7 BalanceMix-vs-baseline claims."""
+    from studies._absent_effects import FLIP_CLAIMS, flip_study
+    from weaklab.config import parse_trial
+    from weaklab.tune.runner import Plan
+
+    study = flip_study(dataset="digits-multi-cells", rho=0.2)
+    cfgs = expand(study)
+    assert {c["setting.noise"] for c in cfgs} == {"flip"} and {c["setting.rho"] for c in cfgs} == {0.2}
+    assert {c["dataset"] for c in cfgs} == {"digits-multi-cells"}
+    assert {c["label"] for c in cfgs} == {"balancemix", "bce", "bce-mixup", "asl", "coteaching", "t-estimator",
+                                          "ll-r", "ll-ct"}
+    assert study.seeds == 5 and study.select_then_seeds and study.select_seeds == 3
+    assert {c.worse for c in FLIP_CLAIMS} == {"bce", "bce-mixup", "asl", "coteaching", "t-estimator", "ll-r", "ll-ct"}
+    plan = Plan(study=study, trials=[parse_trial(c) for c in cfgs], data=[], sets={}, data_root=None, smoke=False)
+    assert plan.planned_trials() == 7 * 3 + 5 + 7 * 5  # select 7 points x 3 seeds, then 5 seeds a label
+
+
+def test_noise_floor_table_compares_gmm_precision_with_the_floor():
+    import pandas as pd
+
+    from analysis.balancemix import noise_floor_table
+
+    rows = []
+    for seed in range(2):
+        for label, method in (("balancemix", "balancemix"), ("bce", "bce")):
+            rows.append({"trial_id": f"{label}-{seed}", "label": label, "method": method, "seed": seed,
+                         "status": "completed", "phase": "final", "setting.noise": "flip", "setting.rho": 0.4,
+                         "hp.delta": 0.975 if method == "balancemix" else None,
+                         "hp.mixup_alpha": 4.0 if method == "balancemix" else None,
+                         "final.val_map": 0.5, "info.pos_error_rate": 0.4, "info.neg_error_rate": 0.4,
+                         "info.clean_pn_imb": 13.0, "info.label_error_rate": 0.4,
+                         "final.diag_clean_precision": 0.61, "final.diag_clean_precision_pos": 0.12})
+    text = noise_floor_table(pd.DataFrame(rows))
+    assert "0.103" in text and "0.6" in text and "0.61" in text and "0.12" in text and "MS-COCO (PN 27)" in text

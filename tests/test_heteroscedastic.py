@@ -1,3 +1,6 @@
+import math
+
+import pytest
 import torch
 from torch.nn import functional as F
 
@@ -58,3 +61,37 @@ def test_registered_and_validated():
                           ({"eval_samples": 0}, "hp.eval_samples"), ({"temperature": 1}, "hp.temperature")):
         with pytest.raises(ConfigError, match=match):
             method_hparams("heteroscedastic", values)
+
+
+def test_sigma_diagnostic_per_true_class_and_its_rank_correlation():
+    """The per-class learned scale is the mean over that class's examples, and its Spearman
+    correlation with the realised redraw rate is +1 when sigma grows with the rate, -1 when
+    it falls; unseen examples (NaN) are skipped, a constant rate gives NaN."""
+    from weaklab.methods.heteroscedastic import sigma_by_class
+
+    y = torch.arange(5).repeat_interleave(4)  # 5 classes, 4 examples each
+    redrawn = torch.zeros(20, dtype=torch.bool)
+    for c in range(5):
+        redrawn[4 * c:4 * c + c] = True  # class c: c of its 4 labels redrawn (rate c / 4)
+    sigma = 0.1 * y.float() + 0.5
+    sigma[0] = float("nan")  # not yet seen: left out of class 0's mean
+    d = sigma_by_class(sigma, y, redrawn, num_classes=5)
+    assert [round(d[f"diag_sigma_c{k}"], 6) for k in range(5)] == [0.5, 0.6, 0.7, 0.8, 0.9]
+    assert d["diag_sigma_spearman"] == pytest.approx(1.0)
+    assert sigma_by_class(-sigma, y, redrawn, num_classes=5)["diag_sigma_spearman"] == pytest.approx(-1.0)
+    assert math.isnan(sigma_by_class(sigma, y, torch.zeros(20, dtype=torch.bool), num_classes=5)["diag_sigma_spearman"])
+    assert math.isnan(sigma_by_class(sigma, y, None, num_classes=5)["diag_sigma_spearman"])
+
+
+def test_heteroscedastic_trial_reports_sigma_per_class():
+    """A short engine run (no Ray) reports one positive scale per class and a correlation in [-1, 1]."""
+    from studies import STUDIES, expand, resolve
+    from weaklab.engine import run_trial
+
+    cfg = next(c for c in expand(resolve(STUDIES.get("tau-sweep"), smoke=True)) if c["method"] == "heteroscedastic")
+    cfg.update({"train.epochs": 2, "train.arch": "mlp", "train.width": 0.1, "hp.eval_samples": 20})
+    res = run_trial(cfg)
+    for row in (res.final, res.history[0]):
+        sig = [row[f"diag_sigma_c{k}"] for k in range(10)]
+        assert all(s > 0 for s in sig)
+        assert -1.0 <= row["diag_sigma_spearman"] <= 1.0

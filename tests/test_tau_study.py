@@ -68,3 +68,61 @@ def test_report_flags_a_best_epoch_at_the_cap_and_ties_tau_to_the_budget(tmp_pat
     assert "**Best epoch is the last epoch**" in text and "τ=5 S=100 seed 0 (80/80)" in text
     assert "τ=0.1" not in text.split("**Best epoch is the last epoch**")[1]
     assert "tied to the step budget and the learning rate" in text and "9 steps an epoch" in text
+
+
+def test_recipe_is_4_taus_x_5_seeds_and_the_claims_of_table_1():
+    """Issue 26/28: the grid shrank (4 of the paper's temperatures), the seeds did not; the
+    claims test tau* against homoscedastic (noisy LL and clean accuracy), tau* against
+    tau = 1, and tau = 1 against homoscedastic."""
+    from weaklab.study import get_study
+    from weaklab.tune.runner import prepare
+
+    study = get_study("tau-sweep")
+    assert prepare("tau-sweep", build_data=False).planned_trials() == 25 and study.seeds == 5
+    het = next(a for a in study.arms if a.method == "heteroscedastic")
+    assert het.grid["hp.tau"] == (0.025, 0.2, 1.0, 5.0)
+    claims = {c.name: c for c in study.claims}
+    assert set(claims) == {"tau*>homoscedastic", "tau*>tau=1", "tau=1>homoscedastic"}
+    assert claims["tau*>homoscedastic"].metrics() == ("best.test_noisy_ll", "best.test_acc")
+    assert claims["tau=1>homoscedastic"].better_where == {"hp.tau": 1.0}
+    assert all(c.select == "best.val_ll" for c in study.claims)
+
+
+def test_noise_floor_is_the_bayes_ll_of_the_protocol():
+    """Sec. 5.1's protocol: classes 5..9 redrawn w.p. 0.2..0.6 over all 10 classes; a model
+    that knows the clean class scores sum_c [q log q + 9 (r/10) log(r/10)] / 10 with
+    q = 1 - r + r/10: -0.704 nats, accuracy 0.82; no noise: 0 and 1."""
+    import pytest
+
+    from analysis.tau import noise_floor
+
+    ll, acc = noise_floor("heteroscedastic")
+    assert ll == pytest.approx(-0.70412, abs=1e-4) and acc == pytest.approx(0.82)
+    assert noise_floor("none") == (0.0, 1.0)
+    assert noise_floor("increased")[0] == pytest.approx(-1.0741, abs=1e-4)
+
+
+def test_report_has_noise_floor_and_sigma_tables(tmp_path):
+    import pandas as pd
+
+    from analysis.tau import report
+
+    trials = []
+    for tau in (0.2, 1.0):
+        for seed in range(3):
+            row = {"trial_id": f"{tau}-{seed}", "method": "heteroscedastic", "label": "heteroscedastic",
+                   "seed": seed, "status": "completed", "hp.tau": tau, "hp.train_samples": 100,
+                   "setting.protocol": "heteroscedastic", "best_epoch": 10, "epochs": 30, "train.epochs": 150,
+                   "best.val_ll": -0.8 - 0.1 * tau, "best.test_noisy_ll": -0.8 - 0.1 * tau,
+                   "best.test_noisy_acc": 0.78, "best.test_acc": 0.95, "best.diag_sigma_spearman": 0.6}
+            row.update({f"best.diag_sigma_c{k}": 0.5 + 0.01 * k for k in range(10)})
+            trials.append(row)
+    for seed in range(3):
+        trials.append({"trial_id": f"hom-{seed}", "method": "homoscedastic", "label": "homoscedastic", "seed": seed,
+                       "status": "completed", "setting.protocol": "heteroscedastic", "best_epoch": 10, "epochs": 30,
+                       "train.epochs": 150, "best.val_ll": -0.85, "best.test_noisy_ll": -0.85,
+                       "best.test_noisy_acc": 0.78, "best.test_acc": 0.95})
+    text = report(pd.DataFrame(trials), pd.DataFrame(), tmp_path)
+    floor = text.split("## Noise floor")[1]
+    assert "Bayes floor" in floor and "-0.7041" in floor and "-0.1459" in floor  # homoscedastic - floor
+    assert "σ, τ = 0.2" in floor and "redraw rate r_c" in floor and "0.6" in floor

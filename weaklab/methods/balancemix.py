@@ -305,7 +305,8 @@ class BalanceMixHparams(AugmentHparams):
 
 #: per-epoch keys of the label-wise management, reported every epoch (NaN during warm-up)
 MANAGEMENT_KEYS = ("gmm_s", "relabel_s", "clean_frac", "relabel_frac", "ambiguous_frac")
-DIAG_KEYS = ("diag_clean_precision", "diag_clean_recall", "diag_relabel_precision", "diag_relabel_recall")
+DIAG_KEYS = ("diag_clean_precision", "diag_clean_recall", "diag_relabel_precision", "diag_relabel_recall",
+             "diag_clean_precision_pos")
 
 
 @register_method
@@ -397,6 +398,9 @@ class BalanceMix(MultilabelMethod):
         correct = Yn == Yc
         if clean.any():
             out["diag_clean_precision"] = float(correct[clean].float().mean())
+        pos = clean & Yn  # the selected given positives, against the share of given positives that are true
+        if pos.any():
+            out["diag_clean_precision_pos"] = float(correct[pos].float().mean())
         if correct.any():
             out["diag_clean_recall"] = float(clean[correct].float().mean())
         if self.relabeled.any():
