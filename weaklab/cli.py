@@ -102,7 +102,7 @@ def options_table() -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from weaklab.tune.runner import RunOptions, StudyArgs, prepare, run_study
+    from weaklab.tune.runner import RunOptions, StudyArgs, prepare, run_study, run_until_decided, sequential_schedule
 
     def given(cls):
         return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
@@ -112,8 +112,11 @@ def _run(args: argparse.Namespace) -> int:
     chosen = StudyArgs(**{**given(StudyArgs), "sets": tuple(args.sets)})
     plan = prepare(args.study, **dataclasses.asdict(chosen))
     n = f"{plan.planned_trials(opts)} trials" if opts.search == "grid" else "an Optuna search, seeds as replicates"
+    if opts.until_decided:
+        looks = sequential_schedule(plan.study, opts)  # a design with nothing to add fails here, before Ray
+        n += f", then seeds where claims are undecided (looks at {', '.join(map(str, looks))} seeds)"
     print(f"weaklab: study {plan.study.name} ({plan.study.reproduces}) on {plan.study.dataset}: {n}", flush=True)
-    study_dir = run_study(plan, options=opts)
+    study_dir = (run_until_decided if opts.until_decided else run_study)(plan, options=opts)
     print(f"weaklab: Parquet in {study_dir}/trials and {study_dir}/epochs", flush=True)
     if not args.no_report:
         return _write_and_print_report(study_dir)
