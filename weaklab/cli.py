@@ -1,4 +1,4 @@
-"""``weaklab studies | run | report | compare``; ``python -m studies.NAME`` is ``weaklab run NAME``.
+"""``weaklab studies | run | report | compare | reproduce``; ``python -m studies.NAME`` is ``weaklab run NAME``.
 
 Every bad value ends the command with one line on stderr naming the parameter, the value
 and what is allowed, exit status 2, before Ray starts.
@@ -171,6 +171,13 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from analysis.reproduce import write_reproduce
+
+    print(f"weaklab: wrote {write_reproduce(args.results, out=args.out)}", flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, *, study: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog="weaklab" if study is None else f"python -m studies.{study}",
                                      description="Ray Tune studies of weakly-supervised learning methods")
@@ -190,6 +197,10 @@ def main(argv: Sequence[str] | None = None, *, study: str | None = None) -> int:
         cmp.add_argument("study_dirs", nargs="+", metavar="RESULTS/STUDY")
         cmp.add_argument("--out", help="output folder (default RESULTS/compare)")
         cmp.set_defaults(fn=_compare)
+        rpr = sub.add_parser("reproduce", help="docs/REPRODUCE.md: every study's claims, date, commit, machine, wall time")
+        rpr.add_argument("results", metavar="RESULTS", help="a results root (one folder per study) or one study folder")
+        rpr.add_argument("--out", default="docs/REPRODUCE.md", help="the Markdown file (default docs/REPRODUCE.md)")
+        rpr.set_defaults(fn=_reproduce)
         args = parser.parse_args(argv)
     else:
         _add_run_options(parser)
