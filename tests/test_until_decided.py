@@ -80,3 +80,31 @@ def test_until_decided_adds_seeds_keeps_finished_trials_and_stops(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(store.load_study(str(study_dir))[0]) == len(rows)
     assert "0 not yet run" in again.stdout or "trials" not in again.stdout.split("--until-decided")[-1]
+
+
+def test_a_round_asks_only_for_trials_not_stored(tmp_path):
+    """No Ray: the runner's round planning on tau-sweep. Stored trials (seeds 0-4, with a
+    --set value still a string in the configs) are never asked for again; new seeds are new
+    trials at the same configurations; the claim tau*>homoscedastic compares all 11."""
+    import pandas as pd
+
+    from analysis.sequential import configs_for
+    from weaklab import store
+    from weaklab.tune.runner import _not_stored, _seed_trials, prepare
+
+    plan = prepare("tau-sweep", build_data=False, sets=["train.epochs=7"])
+    d = str(tmp_path / "tau-sweep")
+    for i, t in enumerate(plan.trials):
+        row = store.trial_row(study="tau-sweep", trial_id=f"t{i}", trial=t, status="completed",
+                              history=[{"epoch": 1, "val_acc": 0.5, "best_epoch": 1}])
+        store.write_trial(d, row, [{"epoch": 1, "val_acc": 0.5}])
+    assert _not_stored(plan.trials, d) == []
+    new = _seed_trials(plan, d, [5, 6])
+    assert len(new) == 22 and {t.seed for t in new} == {5, 6} and {t.train.epochs for t in new} == {7}
+    assert _not_stored(new, d) == new
+    rows = pd.DataFrame([{"claim": "tau*>homoscedastic", "worse": "homoscedastic", "metric": "best.test_noisy_ll",
+                          "slice": "all"}])
+    assert len(configs_for(rows, plan.study.claims, [t.config for t in new])) == 22
+    rows = pd.DataFrame([{"claim": "tau*>tau=1", "worse": "heteroscedastic", "metric": "best.test_noisy_ll",
+                          "slice": "all"}])
+    assert len(configs_for(rows, plan.study.claims, [t.config for t in new])) == 20  # every tau: tau* is chosen
