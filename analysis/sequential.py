@@ -271,11 +271,16 @@ def run_rounds(*, evaluate: Callable[[int], pd.DataFrame], add_seeds: Callable[[
                 new.append({"claim": r.claim, "worse": r.worse, "metric": r.metric, "slice": r.slice,
                             "verdict": r.verdict_seq, "p_value": float(r.p_value), "boundary": float(r.boundary)})
         cont = table[table["status"] == "continue"]
-        tested = table["boundary"].astype(float)
+        ts = tuple(m / schedule[-1] for m in schedule)
+        # what each row with a p faced at this look: its p, Holm level, boundary and outcome
+        tests = [{"claim": r.claim, "worse": r.worse, "metric": r.metric, "slice": r.slice, "n": int(r.n_pairs),
+                  "p_value": float(r.p_value), "level": float(r.level), "boundary": float(r.boundary),
+                  "status": r.status} for r in table.itertuples(index=False) if r.p_value == r.p_value]
         rounds.append({"round": k + 1, "seeds": int(n), "t": n / schedule[-1], "decided": new,
                        "continuing": int(len(cont)),
-                       "boundary_max": float(tested.max()) if tested.notna().any() else float("nan"),
-                       "boundary_min": float(tested.min()) if tested.notna().any() else float("nan")})
+                       # the design's boundary for a single claim at full alpha (Holm's levels lie below it)
+                       "boundary_alpha": float(nominal_boundaries(ts, alpha=alpha, exact=exact)[k]),
+                       "tests": tests})
         if cont.empty or k == len(schedule) - 1:
             break
         add_seeds(cont, list(range(n, schedule[k + 1])))
@@ -297,16 +302,26 @@ def rounds_markdown(record: Mapping[str, Any]) -> str:
              "find its observed effect with at most 100 seeds, and ends not significant at max seeds. "
              "The verdict column of the claims table above is this sequential verdict; `verdict_fixed_n` in "
              "claims.csv is what the one-look rule says on all the seeds (not error-controlled after looks).", "",
-             "| round | seeds | t | trials added after | boundary (p) | decided at this look | continuing |",
-             "|---|---|---|---|---|---|---|"]
+             "| round | seeds | t | boundary at alpha | rows at this look: p vs boundary (Holm level) -> outcome "
+             "| trials added after |",
+             "|---|---|---|---|---|---|"]
     for r in record.get("rounds", []):
-        dec = "; ".join(f"{x['claim']} vs {x['worse'] or '-'} ({x['metric']}, {x['slice']}): {x['verdict']} "
-                        f"p {x['p_value']:.2g} < {x['boundary']:.2g}" for x in r.get("decided", [])) or "-"
-        lo, hi = r.get("boundary_min"), r.get("boundary_max")
-        b = "-" if lo is None or lo != lo else (f"{lo:.2g}" if abs(hi - lo) < 1e-12 else f"{lo:.2g} .. {hi:.2g}")
-        lines.append(f"| {r['round']} | {r['seeds']} | {r['t']:.2f} | {r.get('trials_added', 0)} | {b} | {dec} | "
-                     f"{r['continuing']} |")
+        tests = r.get("tests")
+        if tests is None:  # a record without per-row tests: the rows decided there
+            tests = [{**x, "status": "decided", "level": float("nan"), "n": None} for x in r.get("decided", [])]
+        cells = "; ".join(
+            f"{x['claim']} vs {x['worse'] or '-'} ({x['metric']}{'' if x['slice'] == 'all' else ', ' + x['slice']}"
+            f"{'' if x.get('n') is None else ', n ' + str(x['n'])}): p {_p(x['p_value'])} vs {_p(x['boundary'])}"
+            f"{'' if x.get('level') != x.get('level') else ' (' + format(x['level'], '.3g') + ')'} -> "
+            f"{x['status']}" for x in tests) or "-"
+        b = r.get("boundary_alpha")
+        lines.append(f"| {r['round']} | {r['seeds']} | {r['t']:.2f} | {'-' if b is None else _p(b)} | {cells} | "
+                     f"{r.get('trials_added', 0)} |")
     return "\n".join(lines) + "\n"
+
+
+def _p(v) -> str:
+    return "-" if v is None or v != v else f"{v:.2g}" if v < 0.01 else f"{v:.3f}"
 
 
 def apply_record(table: pd.DataFrame, record: Mapping[str, Any]) -> pd.DataFrame:

@@ -200,3 +200,14 @@ def test_one_look_is_holm_at_alpha():
         out = seq.look(table, schedule=[8], higher={"a>b": True})
         fixed = table["verdict"].isin(["holds", "reversed"])
         assert (out["status"] == "decided").tolist() == fixed.tolist()
+
+
+def test_the_report_section_shows_each_rows_p_against_its_boundary():
+    rng = np.random.default_rng(6)
+    claims = (Claim("a>b", metric=METRIC, select=SELECT, better="a", worse="b"),)
+    table, rounds, _ = simulate({"a": 0.6, "b": 0.0}, claims, rng=rng)
+    text = seq.rounds_markdown({"design": {"first": 5, "step": 5, "max_seeds": 15, "alpha": 0.05}, "rounds": rounds})
+    assert "## Sequential seeds" in text and "O'Brien-Fleming" in text
+    first = next(ln for ln in text.splitlines() if ln.startswith("| 1 | 5 | 0.33 | 0.00069 |"))
+    assert "a>b vs b (best.test_acc, n 5): p " in first and "vs 0.00069 (0.05) -> " in first
+    assert len([ln for ln in text.splitlines() if ln.startswith("| ") and ln[2].isdigit()]) == len(rounds)
