@@ -245,13 +245,15 @@ def _same(a, b) -> bool:
 
 
 def run_rounds(*, evaluate: Callable[[int], pd.DataFrame], add_seeds: Callable[[pd.DataFrame, list[int]], None],
-               schedule: Sequence[int], claims: Sequence = (), alpha: float = ALPHA,
-               exact: bool = True) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+               schedule: Sequence[int], claims: Sequence = (), alpha: float = ALPHA, exact: bool = True,
+               on_look: Callable[[pd.DataFrame, list[dict[str, Any]]], None] | None = None,
+               ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """The sequential loop: at each look ``evaluate(n)`` gives the claims table on seeds
     0..n-1; rows still undecided get ``add_seeds(rows, next seeds)`` (the caller runs
     those seeds at the configurations :func:`configs_for` picks) until no row continues or
     the last look of ``schedule``. Returns the last look's table (:func:`look`'s columns)
-    and one record per look (round, seeds, newly decided rows, boundaries, continuing rows).
+    and one record per look (round, seeds, newly decided rows, boundaries, continuing rows);
+    ``on_look(table, rounds)`` is called after each look, before its round runs.
     Looks read only seeds below their own count, so replaying them on a resumed study gives
     the same decisions."""
     higher = {c.name: c.higher_is_better for c in claims}
@@ -281,6 +283,8 @@ def run_rounds(*, evaluate: Callable[[int], pd.DataFrame], add_seeds: Callable[[
                        # the design's boundary for a single claim at full alpha (Holm's levels lie below it)
                        "boundary_alpha": float(nominal_boundaries(ts, alpha=alpha, exact=exact)[k]),
                        "tests": tests})
+        if on_look is not None:  # e.g. write the record now, so an interrupted run keeps its looks
+            on_look(table, rounds)
         if cont.empty or k == len(schedule) - 1:
             break
         add_seeds(cont, list(range(n, schedule[k + 1])))

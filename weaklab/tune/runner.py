@@ -642,16 +642,22 @@ def run_until_decided(plan: Plan, options: RunOptions) -> str:
                  experiment=experiment, phase="seeds", schema=schema)
         added[seeds[0]] = len(want)
 
-    table, rounds = seq.run_rounds(evaluate=evaluate, add_seeds=add_seeds, schedule=schedule, claims=study.claims)
-    for r in rounds:  # the trials each look's round added (the seeds after it)
-        r["trials_added"] = added.get(r["seeds"], 0)
-    rows = [{"key": list(seq.row_key(r)), **{k: getattr(r, k) for k in
-             ("verdict_seq", "status", "look", "level", "boundary", "p_value", "n_pairs", "round_decided")}}
-            for r in table.itertuples(index=False)]
-    write_record(study_dir, {"design": {"first": schedule[0], "step": opts.seeds_per_round or schedule[0],
-                                        "max_seeds": schedule[-1], "schedule": schedule, "alpha": seq.ALPHA,
-                                        "exact": True, "spending": "Lan-DeMets O'Brien-Fleming-type"},
-                             "rounds": rounds, "rows": rows})
+    design = {"first": schedule[0], "step": opts.seeds_per_round or schedule[0], "max_seeds": schedule[-1],
+              "schedule": schedule, "alpha": seq.ALPHA, "exact": True, "spending": "Lan-DeMets O'Brien-Fleming-type"}
+
+    def record(table, rounds) -> None:
+        for r in rounds:  # the trials each look's round added (the seeds after it)
+            r["trials_added"] = added.get(r["seeds"], 0)
+        rows = [{"key": list(seq.row_key(r)), **{k: getattr(r, k) for k in
+                 ("verdict_seq", "status", "look", "level", "boundary", "p_value", "n_pairs")},
+                 "round_decided": getattr(r, "round_decided", None)}
+                for r in table.itertuples(index=False)]
+        write_record(study_dir, {"design": design, "rounds": rounds, "rows": rows})
+
+    # written after every look (an interrupted run keeps the looks it made) and once more at the end
+    table, rounds = seq.run_rounds(evaluate=evaluate, add_seeds=add_seeds, schedule=schedule, claims=study.claims,
+                                   on_look=record)
+    record(table, rounds)
     if opts.verbose:
         for r in rounds:
             print(f"weaklab: look {r['round']} at {r['seeds']} seeds: {len(r['decided'])} decided, "
