@@ -329,7 +329,7 @@ def claims_markdown(table: pd.DataFrame) -> str:
 #: the claims table's text columns: an empty one (a flat claim's ``worse``, a missing
 #: detail) must stay "" when claims.csv is read back, not become pandas' NaN
 TEXT_COLUMNS = ("claim", "kind", "slice", "better", "worse", "metric", "paper_effect", "verdict", "verdict_raw",
-                "detail")
+                "detail", "verdict_fixed_n")
 
 
 def read_claims(path) -> pd.DataFrame:

@@ -36,6 +36,23 @@ def study_claims(study: str) -> tuple:
     return STUDIES.get(study).claims if study in STUDIES else ()
 
 
+def read_record(study_dir: str) -> dict | None:
+    """The ``--until-decided`` record of a study folder (``analysis.sequential.RECORD``), or None."""
+    import json
+
+    from analysis.sequential import RECORD
+    from weaklab import store
+
+    fs, path = store.filesystem(study_dir)
+    location = f"{path.rstrip('/')}/{RECORD}"
+    import pyarrow.fs as pafs
+
+    if fs.get_file_info(location).type == pafs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(location) as f:
+        return json.loads(f.readall())
+
+
 def write_report(study_dir: str, out: str | None = None) -> str:
     """Write ``claims.csv``, ``report.md`` (led by the claims' verdicts) and figures;
     returns the path of ``report.md``."""
@@ -45,6 +62,11 @@ def write_report(study_dir: str, out: str | None = None) -> str:
     study = str(trials["study"].iloc[0]) if len(trials) else os.path.basename(study_dir.rstrip("/"))
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     claims = evaluate_claims(trials, study_claims(study))
+    record = read_record(study_dir)
+    if record is not None:  # an --until-decided run: the verdicts its stopping rule licenses
+        from analysis.sequential import apply_record
+
+        claims = apply_record(claims, record)
     claims.to_csv(out_dir / CLAIMS_CSV, index=False)
     lines = [f"# {study}", "", f"Source: `{study_dir if '://' in study_dir else os.path.abspath(study_dir)}` (Parquet). Trials: "
              + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), "",
@@ -59,6 +81,10 @@ def write_report(study_dir: str, out: str | None = None) -> str:
              "these seeds find with 80 % power at the row's Holm level. The raw verdict is the same rule "
              "on the raw p.", "",
              claims_markdown(claims), ""]
+    if record is not None:
+        from analysis.sequential import rounds_markdown
+
+        lines += [rounds_markdown(record)]
     failed = trials[trials["status"] == "failed"] if len(trials) else trials
     if len(failed):
         lines += ["## Failed trials", ""] + [f"- `{r.trial_id}` {r.label} seed {r.seed}: {r.error}"

@@ -1,4 +1,4 @@
-"""``weaklab studies | run | report | compare``; ``python -m studies.NAME`` is ``weaklab run NAME``.
+"""``weaklab studies | run | report | compare | reproduce``; ``python -m studies.NAME`` is ``weaklab run NAME``.
 
 Every bad value ends the command with one line on stderr naming the parameter, the value
 and what is allowed, exit status 2, before Ray starts.
@@ -102,7 +102,7 @@ def options_table() -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from weaklab.tune.runner import RunOptions, StudyArgs, prepare, run_study
+    from weaklab.tune.runner import RunOptions, StudyArgs, prepare, run_study, run_until_decided, sequential_schedule
 
     def given(cls):
         return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
@@ -112,8 +112,11 @@ def _run(args: argparse.Namespace) -> int:
     chosen = StudyArgs(**{**given(StudyArgs), "sets": tuple(args.sets)})
     plan = prepare(args.study, **dataclasses.asdict(chosen))
     n = f"{plan.planned_trials(opts)} trials" if opts.search == "grid" else "an Optuna search, seeds as replicates"
+    if opts.until_decided:
+        looks = sequential_schedule(plan.study, opts)  # a design with nothing to add fails here, before Ray
+        n += f", then seeds where claims are undecided (looks at {', '.join(map(str, looks))} seeds)"
     print(f"weaklab: study {plan.study.name} ({plan.study.reproduces}) on {plan.study.dataset}: {n}", flush=True)
-    study_dir = run_study(plan, options=opts)
+    study_dir = (run_until_decided if opts.until_decided else run_study)(plan, options=opts)
     print(f"weaklab: Parquet in {study_dir}/trials and {study_dir}/epochs", flush=True)
     if not args.no_report:
         return _write_and_print_report(study_dir)
@@ -168,6 +171,13 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from analysis.reproduce import write_reproduce
+
+    print(f"weaklab: wrote {write_reproduce(args.results, out=args.out)}", flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, *, study: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog="weaklab" if study is None else f"python -m studies.{study}",
                                      description="Ray Tune studies of weakly-supervised learning methods")
@@ -187,6 +197,10 @@ def main(argv: Sequence[str] | None = None, *, study: str | None = None) -> int:
         cmp.add_argument("study_dirs", nargs="+", metavar="RESULTS/STUDY")
         cmp.add_argument("--out", help="output folder (default RESULTS/compare)")
         cmp.set_defaults(fn=_compare)
+        rpr = sub.add_parser("reproduce", help="docs/REPRODUCE.md: every study's claims, date, commit, machine, wall time")
+        rpr.add_argument("results", metavar="RESULTS", help="a results root (one folder per study) or one study folder")
+        rpr.add_argument("--out", default="docs/REPRODUCE.md", help="the Markdown file (default docs/REPRODUCE.md)")
+        rpr.set_defaults(fn=_reproduce)
         args = parser.parse_args(argv)
     else:
         _add_run_options(parser)

@@ -82,6 +82,14 @@ class RunOptions:
     resume: bool = False
     """continue an interrupted study (Tuner.restore): finished trials are kept, unfinished ones resume from their
     checkpoints"""
+    until_decided: bool = False
+    """after the study, add seeds in rounds only to the configurations that undecided claims compare, until none
+    is undecided or --max-seeds; a group-sequential stopping rule (O'Brien-Fleming-type alpha spending over the
+    Holm family) keeps the overall error at 0.05 (docs/SEQUENTIAL.md); finished trials are never re-run"""
+    max_seeds: int | None = dataclasses.field(default=None, metadata={"metavar": "N"})
+    """--until-decided: the most seeds any configuration gets, more than the study's (default: 3 x the study's)"""
+    seeds_per_round: int | None = dataclasses.field(default=None, metadata={"metavar": "N"})
+    """--until-decided: seeds added per round (default: the study's seeds, e.g. looks at 5, 10, 15)"""
     verbose: bool = dataclasses.field(default=True, metadata={"cli": False})
     """print one progress line per finished trial"""
 
@@ -110,6 +118,19 @@ class RunOptions:
         check(self.checkpoint_every_s >= 0, "--checkpoint-every-s", self.checkpoint_every_s, "seconds >= 0")
         check(self.max_concurrent is None or self.max_concurrent >= 1, "--max-concurrent", self.max_concurrent,
               "an integer >= 1")
+        check(self.max_seeds is None or self.max_seeds >= 2, "--max-seeds", self.max_seeds,
+              "an integer >= 2, more than the study's seeds")
+        check(self.max_seeds is None or self.until_decided, "--max-seeds", self.max_seeds, "only with --until-decided")
+        check(self.seeds_per_round is None or self.seeds_per_round >= 1, "--seeds-per-round", self.seeds_per_round,
+              "an integer >= 1")
+        check(self.seeds_per_round is None or self.until_decided, "--seeds-per-round", self.seeds_per_round,
+              "only with --until-decided")
+        # Optuna samples new configurations as it goes, so "the configurations a claim compares" is no fixed set to
+        # add seeds to; ASHA's rungs would stop a round's seeds against a different cohort than the first round's
+        check(not self.until_decided or self.search == "grid", "--search", self.search,
+              "grid with --until-decided (Optuna's sampled configurations are not a fixed set to add seeds to)")
+        check(not self.until_decided or self.scheduler == "none", "--scheduler", self.scheduler,
+              "none with --until-decided (ASHA would stop a round's seeds against another cohort)")
 
 
 def study_dir_name(name: str, smoke: bool) -> str:
@@ -311,6 +332,8 @@ def _fit(study, trials: list[Trial], study_dir: str, opts: RunOptions, *, experi
         tuner = _restore(exp_path, trainable, opts)
     else:
         stored = store.stored_trial_ids(study_dir)
+        if phase == "seeds":  # --until-decided: the earlier rounds' rows are expected; ``trials`` are none of them
+            stored = set()
         if stored and phase == "final":  # select-then-seeds: the select rows are expected here
             stored = set(_phase_rows(study_dir, "final")["trial_id"])
         if stored:
@@ -494,3 +517,149 @@ def _chosen_trials(study, trials: list[Trial], select_trials, sampled: bool = Fa
         elif all(_same(c.get(k), chosen[1].get(k)) for k in arm.grid):
             out.append(t.in_phase("final"))
     return out
+
+
+# --- --until-decided: seeds where they decide (issue 27; analysis.sequential) ----------------
+
+
+def sequential_schedule(study, opts: RunOptions) -> list[int]:
+    """The seeds of each look of ``--until-decided`` (``analysis.sequential.seed_schedule``):
+    the study's seeds, then ``--seeds-per-round`` more a round up to ``--max-seeds``.
+    Raises ConfigError (before Ray) on a design that has nothing to add or to decide."""
+    from analysis.sequential import seed_schedule
+    from weaklab.registry import check
+
+    first = study.seeds
+    max_seeds = opts.max_seeds if opts.max_seeds is not None else 3 * first
+    check(max_seeds > first, "--max-seeds", max_seeds, f"more than the {first} seeds study {study.name!r} runs")
+    check(bool(study.claims), "--until-decided", True, f"a study that declares claims; {study.name!r} declares none")
+    return seed_schedule(first=first, step=opts.seeds_per_round or first, max_seeds=max_seeds)
+
+
+def _seed_trials(plan: Plan, study_dir: str, seeds: Sequence[int]) -> list[Trial]:
+    """Every trial of the study at ``seeds`` (new seeds of the same configurations, parsed
+    and checked like the first ones); for a select-then-seeds study the final-phase trials
+    at the hyperparameters its select phase chose (the choice is not re-made)."""
+    from weaklab.study import check_trials, expand
+
+    trials = [parse_trial(c) for c in expand(plan.study, sets=plan.sets, data_root=plan.data_root, seeds=seeds)]
+    check_trials(trials)
+    if plan.study.select_then_seeds:
+        trials = _chosen_trials(plan.study, trials, _phase_rows(study_dir, "select"))
+    return trials
+
+
+def _not_stored(trials: list[Trial], study_dir: str) -> list[Trial]:
+    """The ``trials`` no stored row already is (same label, seed, phase and every
+    ``setting.``/``hp.``/``train.`` value of its config, whatever its status): what a round
+    still has to run, so a finished trial is never run twice."""
+    from weaklab import store
+
+    if not store.stored_trial_ids(study_dir):
+        return list(trials)
+    rows = store.load_study(study_dir)[0]
+    by = {k: g for k, g in rows.groupby(["label", "seed"])}
+    out = []
+    for t in trials:
+        g = by.get((t.label, t.seed))
+        keys = [k for k in t.config if k.startswith(("setting.", "hp.", "train.")) or k == "phase"]
+        hit = g is not None and any(all(_same_value(r.get(k), t.config[k]) for k in keys if k in r)
+                                    for r in g.to_dict("records"))
+        if not hit:
+            out.append(t)
+    return out
+
+
+def _same_value(stored, given) -> bool:
+    """A stored (typed) value equals a config's value, which may still be ``--set``'s string."""
+    if _same(stored, given):
+        return True
+    if isinstance(given, str) and not isinstance(_norm(stored), str):
+        try:
+            return _same(_norm(stored), type(_norm(stored))(float(given)) if not isinstance(_norm(stored), bool)
+                         else given.strip().lower() in ("1", "true", "yes"))
+        except (TypeError, ValueError):
+            return False
+    return False
+
+
+def _jsonable(v):
+    if isinstance(v, float) and v != v:
+        return None
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v.item() if hasattr(v, "item") else v
+
+
+def write_record(study_dir: str, record: dict[str, Any]) -> None:
+    """``STUDY_DIR/sequential.json``, the rounds and the sequential verdicts the report reads
+    (beside ``trials/``, never inside it: it is no trial)."""
+    import json
+
+    from analysis.sequential import RECORD
+    from weaklab import store
+
+    fs, path = store.filesystem(study_dir)
+    with fs.open_output_stream(f"{path.rstrip('/')}/{RECORD}") as f:
+        f.write(json.dumps(_jsonable(record), indent=1).encode())
+
+
+def run_until_decided(plan: Plan, options: RunOptions) -> str:
+    """``weaklab run STUDY --until-decided``: run (or resume) the study, then look at its
+    claims and add seeds in rounds to the configurations undecided claims compare
+    (``analysis.sequential.run_rounds``), each round a Tune experiment of its own
+    (``STUDY-seedsA-B``) writing into the same Parquet; with ``--resume`` an interrupted
+    round resumes from its checkpoints. Returns the study folder."""
+    from analysis import sequential as seq
+    from analysis.claims import evaluate_claims
+    from weaklab import store
+
+    opts, study = options, plan.study
+    schedule = sequential_schedule(study, opts)
+    if not plan.data and plan.trials:
+        plan = dataclasses.replace(plan, data=_build_weak_data(plan.trials))
+    study_dir = run_study(plan, options=opts)
+    schema = store.study_schema(plan.configs, plan.data, study=study.name)
+    added: dict[int, int] = {}
+
+    def evaluate(n: int):
+        trials = store.load_study(study_dir)[0]
+        return evaluate_claims(trials[trials["seed"] < n], study.claims)
+
+    def add_seeds(rows, seeds: list[int]) -> None:
+        cand = _seed_trials(plan, study_dir, seeds)
+        want = [cand[i] for i in seq.configs_for(rows, study.claims, [t.config for t in cand])]
+        missing = _not_stored(want, study_dir)
+        experiment = f"{plan.experiment}-seeds{seeds[0]}-{seeds[-1]}"
+        configs = len({repr(sorted((k, v) for k, v in t.config.items() if k != "seed")) for t in want})
+        if opts.verbose:
+            print(f"weaklab: --until-decided: {len(rows)} claim row(s) undecided; seeds {seeds[0]}-{seeds[-1]} at "
+                  f"{configs} configuration(s): {len(want)} trials, {len(missing)} not yet run", flush=True)
+        if missing:
+            _fit(study, missing, study_dir, dataclasses.replace(opts, resume=opts.resume and _has_state(opts, experiment)),
+                 experiment=experiment, phase="seeds", schema=schema)
+        added[seeds[0]] = len(want)
+
+    design = {"first": schedule[0], "step": opts.seeds_per_round or schedule[0], "max_seeds": schedule[-1],
+              "schedule": schedule, "alpha": seq.ALPHA, "exact": True, "spending": "Lan-DeMets O'Brien-Fleming-type"}
+
+    def record(table, rounds) -> None:
+        for r in rounds:  # the trials each look's round added (the seeds after it)
+            r["trials_added"] = added.get(r["seeds"], 0)
+        rows = [{"key": list(seq.row_key(r)), **{k: getattr(r, k) for k in
+                 ("verdict_seq", "status", "look", "level", "boundary", "p_value", "n_pairs")},
+                 "round_decided": getattr(r, "round_decided", None)}
+                for r in table.itertuples(index=False)]
+        write_record(study_dir, {"design": design, "rounds": rounds, "rows": rows})
+
+    # written after every look (an interrupted run keeps the looks it made) and once more at the end
+    table, rounds = seq.run_rounds(evaluate=evaluate, add_seeds=add_seeds, schedule=schedule, claims=study.claims,
+                                   on_look=record)
+    record(table, rounds)
+    if opts.verbose:
+        for r in rounds:
+            print(f"weaklab: look {r['round']} at {r['seeds']} seeds: {len(r['decided'])} decided, "
+                  f"{r['continuing']} continuing, then {r['trials_added']} trials", flush=True)
+    return study_dir
