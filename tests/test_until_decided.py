@@ -83,7 +83,7 @@ def test_until_decided_adds_seeds_keeps_finished_trials_and_stops(tmp_path):
 def test_a_round_asks_only_for_trials_not_stored(tmp_path):
     """No Ray: the runner's round planning on tau-sweep. Stored trials (seeds 0-4, with a
     --set value still a string in the configs) are never asked for again; new seeds are new
-    trials at the same configurations; the claim tau*>homoscedastic compares all 11."""
+    trials at the same configurations; the claim tau*>homoscedastic compares them all."""
     import pandas as pd
 
     from analysis.sequential import configs_for
@@ -98,11 +98,14 @@ def test_a_round_asks_only_for_trials_not_stored(tmp_path):
         store.write_trial(d, row, [{"epoch": 1, "val_acc": 0.5}])
     assert _not_stored(plan.trials, d) == []
     new = _seed_trials(plan, d, [5, 6])
-    assert len(new) == 22 and {t.seed for t in new} == {5, 6} and {t.train.epochs for t in new} == {7}
+    from studies.tau_sweep import DIGITS_TAUS
+
+    # every heteroscedastic tau and homoscedastic, at the two new seeds
+    assert len(new) == 2 * (len(DIGITS_TAUS) + 1) and {t.seed for t in new} == {5, 6} and {t.train.epochs for t in new} == {7}
     assert _not_stored(new, d) == new
     rows = pd.DataFrame([{"claim": "tau*>homoscedastic", "worse": "homoscedastic", "metric": "best.test_noisy_ll",
                           "slice": "all"}])
-    assert len(configs_for(rows, plan.study.claims, [t.config for t in new])) == 22
+    assert len(configs_for(rows, plan.study.claims, [t.config for t in new])) == len(new)
     rows = pd.DataFrame([{"claim": "tau*>tau=1", "worse": "heteroscedastic", "metric": "best.test_noisy_ll",
                           "slice": "all"}])
-    assert len(configs_for(rows, plan.study.claims, [t.config for t in new])) == 20  # every tau: tau* is chosen
+    assert len(configs_for(rows, plan.study.claims, [t.config for t in new])) == 2 * len(DIGITS_TAUS)  # every tau: tau* is chosen
