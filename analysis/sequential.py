@@ -52,6 +52,8 @@ import pandas as pd
 from scipy import stats
 from scipy.optimize import brentq
 
+from weaklab.config import same_value
+
 ALPHA = 0.05
 #: the columns that name one row of a claims table (one hypothesis of the family)
 KEY = ("claim", "worse", "metric", "slice")
@@ -219,6 +221,11 @@ def configs_for(rows: pd.DataFrame, claims: Sequence, configs: Sequence[Mapping[
     return sorted(wanted)
 
 
+def _same(a, b) -> bool:
+    # a --set value stays a string in the configs ("7"); the claim's value is typed
+    return same_value(a, b) or str(a) == str(b)
+
+
 def _slice_of(claim, name: str, configs, slice_name) -> dict[str, Any]:
     """The slice_by values whose name (as the claims table writes it) is ``name``."""
     if not claim.slice_by:
@@ -231,17 +238,6 @@ def _slice_of(claim, name: str, configs, slice_name) -> dict[str, Any]:
             if slice_name(claim, sl) == name:
                 return sl
     return {}
-
-
-def _norm(v):
-    return v.item() if hasattr(v, "item") else v
-
-
-def _same(a, b) -> bool:
-    a, b = _norm(a), _norm(b)
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(float(a), float(b), rel_tol=1e-9)
-    return a == b or str(a) == str(b)
 
 
 def run_rounds(*, evaluate: Callable[[int], pd.DataFrame], add_seeds: Callable[[pd.DataFrame, list[int]], None],

@@ -15,6 +15,7 @@ Tune's grid, the worker and the store receive.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,3 +224,17 @@ def as_trial(trial: "Trial | dict[str, Any]") -> Trial:
     (``engine.run_trial`` without Ray, benchmarks, a Tune state written before Tune's grid
     held trials); a study's trials are parsed once, in ``weaklab.tune.runner.prepare``."""
     return trial if isinstance(trial, Trial) else parse_trial(trial)
+
+
+def plain(v: Any) -> Any:
+    """A numpy scalar (as Parquet reads a config value back) as its Python value."""
+    return v.item() if hasattr(v, "item") else v
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Two config values are the same: numbers within a relative 1e-9 (a float read back
+    from Parquet), anything else by equality."""
+    a, b = plain(a), plain(b)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9)
+    return a == b

@@ -11,11 +11,10 @@ cluster (``weaklab.tune.cluster.preflight``), and only then start or join Ray.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Any, Sequence
 
-from weaklab.config import Trial, parse_trial
+from weaklab.config import Trial, parse_trial, plain as _norm, same_value as _same
 from weaklab.registry import ConfigError
 from weaklab.study import tune_metric
 
@@ -448,17 +447,6 @@ def _has_state(opts: RunOptions, experiment: str) -> bool:
     from weaklab import store
 
     return store.exists(store.join(_storage_path(opts), experiment))
-
-
-def _norm(v):
-    return v.item() if hasattr(v, "item") else v
-
-
-def _same(a, b) -> bool:
-    a, b = _norm(a), _norm(b)
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(float(a), float(b), rel_tol=1e-9)
-    return a == b
 
 
 def _chosen_trials(study, trials: list[Trial], select_trials, sampled: bool = False) -> list[Trial]:
