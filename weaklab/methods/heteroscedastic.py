@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import stats
 from torch.nn import functional as F
 
 from weaklab.methods import Method, register_method
@@ -108,6 +107,8 @@ def sigma_by_class(sigma: Tensor, y: Tensor, redrawn: Tensor | None, *, num_clas
     """Mean learned scale per true class (``diag_sigma_c<k>``) and its Spearman rank
     correlation with the realised redraw rate per true class (``diag_sigma_spearman``; NaN
     when either is constant, e.g. no noise). Examples not yet seen (NaN) are skipped."""
+    from scipy import stats  # here, not at import: a worker of another method never loads scipy
+
     sigma, y = sigma.detach().cpu().double(), y.cpu().long()
     seen = ~torch.isnan(sigma)
     n_seen = torch.bincount(y[seen], minlength=num_classes)
