@@ -32,10 +32,12 @@ DATASETS = ("digits-multi", "digits-multi-cells", "digits-multi-imb5", "digits-m
 
 def flip_study(*, dataset: str, rho: float):
     """The study restricted to random flipping at ``rho`` on ``dataset``: BalanceMix's δ and α
-    sweeps and the 7 baselines, the study's seeds, select phase and recipe, no ablation rows."""
+    sweeps (Tables 7-8's grids, here under flipping, which the main study runs at the paper's
+    point) and the 7 baselines, the study's seeds, select phase and recipe, no ablation rows."""
     return dataclasses.replace(
         STUDY, dataset=dataset, grid={"setting.noise": ("flip",)}, fixed={**STUDY.fixed, "setting.rho": rho},
-        arms=make_arms(warmup=DIGITS_WARMUP, train=DIGITS_TRAIN, noises=("flip",), ablation=False),
+        arms=make_arms(warmup=DIGITS_WARMUP, train=DIGITS_TRAIN, noises=("flip",), ablation=False,
+                       delta_sweep=("flip",), alpha_sweep=("flip",)),
         claims=FLIP_CLAIMS)
 
 

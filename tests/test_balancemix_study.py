@@ -23,16 +23,23 @@ def test_study_grid_matches_paper_tables():
     study = get_study(NAME)
     cfgs = expand(study, seeds=[0])
     bm = [c for c in cfgs if c["label"] == "balancemix"]
-    # Table 7's δ sweep at α = 4 and Table 8's α sweep at δ = 0.975, per noise type, no duplicate
+    # where App. E searches: Table 7's δ sweep at α = 4 and Table 8's α sweep at δ = 0.975
+    # under mislabeling; random flipping at the paper's (δ, α) only; no duplicate point
     points = [(c["setting.noise"], c["hp.delta"], c["hp.mixup_alpha"]) for c in bm]
-    assert len(points) == len(set(points)) == 2 * 7
-    assert {(d, a) for _, d, a in points} == {(0.9, 4), (0.95, 4), (0.975, 4), (1.0, 4), (0.975, 1), (0.975, 2),
-                                              (0.975, 8)}
-    assert {c["setting.noise"] for c in bm} == {"mislabel", "flip"}
+    assert len(points) == len(set(points)) == 7 + 1
+    assert {(d, a) for n, d, a in points if n == "mislabel"} == {
+        (0.9, 4), (0.95, 4), (0.975, 4), (1.0, 4), (0.975, 1), (0.975, 2), (0.975, 8)}
+    assert {(d, a) for n, d, a in points if n == "flip"} == {(0.975, 4)}
     sp = [c for c in cfgs if c["label"] == "balancemix-single-positive"]
-    assert {(c["hp.delta"], c["hp.mixup_alpha"]) for c in sp} == {(0.55, 4), (0.6, 4), (0.7, 4), (0.9, 4), (0.55, 1),
-                                                            (0.55, 2), (0.55, 8)}
+    # Table 7's missing-label column: δ at α = 4 (Table 8 searched α under mislabeling only)
+    assert {(c["hp.delta"], c["hp.mixup_alpha"]) for c in sp} == {(0.55, 4), (0.6, 4), (0.7, 4), (0.9, 4)}
     assert {c["setting.noise"] for c in sp} == {"missing"}
+    # make_arms still sweeps both under every noise type when asked
+    from studies.balancemix_delta_alpha import DIGITS_TRAIN, NOISES, make_arms
+
+    wide = [a for a in make_arms(warmup=15, train=DIGITS_TRAIN, delta_sweep=NOISES, alpha_sweep=NOISES)
+            if a.label == "balancemix-single-positive"]
+    assert sum(len(a.grid["hp.delta"]) * len(a.grid["hp.mixup_alpha"]) for a in wide) == 7
     for base in ("bce", "bce-mixup", "asl", "coteaching", "t-estimator", "ll-r", "ll-ct"):
         assert {c["setting.noise"] for c in cfgs if c["method"] == base} == {"mislabel", "flip", "missing"}
     assert all(c["train.monitor"] == "val_map" and c["train.epochs"] == 60 for c in cfgs)
@@ -57,7 +64,7 @@ def test_select_phase_chooses_one_point_per_noise_among_both_sweeps():
     cfgs = expand(study)
     select = pd.DataFrame([{**c, "phase": "select", "status": "completed", "final.val_map": 0.5}
                            for c in cfgs if c["seed"] == 0])
-    best = {"flip": (0.975, 2.0), "mislabel": (0.95, 4.0), "missing": (0.55, 8.0)}
+    best = {"mislabel": (0.95, 4.0), "missing": (0.6, 4.0)}
     for noise, (d, a) in best.items():
         hit = (select["setting.noise"] == noise) & (select["hp.delta"] == d) & (select["hp.mixup_alpha"] == a) \
             & select["label"].str.startswith("balancemix")
@@ -65,6 +72,14 @@ def test_select_phase_chooses_one_point_per_noise_among_both_sweeps():
     final = [t.config for t in _chosen_trials(study, [parse_trial(c) for c in cfgs], select)]
     chosen = {(c["setting.noise"], c["hp.delta"], c["hp.mixup_alpha"], c["seed"]) for c in final
               if c["label"].startswith("balancemix")}
+    best["flip"] = (0.975, 4.0)  # one point: nothing to choose, all seeds in the final phase
+    from weaklab.tune.runner import planned_final, split_select
+
+    trials = [parse_trial(c) for c in cfgs]
+    sel, _ = split_select(study, trials)
+    # 7 mislabel + 4 missing points at the select seeds; flip's one point is not among them
+    assert len(sel) == (7 + 4) * study.select_seeds and not any(t.config["setting.noise"] == "flip" for t in sel)
+    assert planned_final(study, trials) == len(final) == (3 + 9 + 21) * study.seeds
     assert chosen == {(n, d, a, s) for n, (d, a) in best.items() for s in range(study.seeds)}
     assert sum(c["method"] == "ll-ct" for c in final) == 3 * study.seeds
 

@@ -195,26 +195,59 @@ def prepare(name: str, *, smoke: bool = False, dataset: str | None = None, data_
                 smoke=smoke)
 
 
-def split_select(study, trials: list[Trial]) -> tuple[list[Trial], set[str]]:
-    """A select-then-seeds study's select-phase trials (every grid point of each arm that
-    has a choice to make, at the first ``study.select_seeds`` seeds) and those arms' labels."""
-    from weaklab.study import hp_choices
+def condition_keys(study) -> dict[str, list[str]]:
+    """Label -> the keys of a condition (a point of ``study.grid`` and of its arms'
+    ``setting.*`` keys): arms sharing a label (two sweeps of one method) choose one point
+    among them all, per condition."""
+    from weaklab.study import is_condition
 
+    keys = {(a.label or a.method): [*study.grid] for a in study.arms}
+    for a in study.arms:
+        keys[a.label or a.method] += [k for k in a.grid if is_condition(k, study)
+                                      and k not in keys[a.label or a.method]]
+    return keys
+
+
+def choice_points(study, trials: list[Trial]) -> dict[tuple, set]:
+    """(label, condition) -> the hyperparameter points its trials run: more than one is a
+    choice for the select phase; one (a sweep that covers only some noise types) is not."""
+    from weaklab.study import is_condition
+
+    conds = condition_keys(study)
+    hps = {label: [] for label in conds}
+    for a in study.arms:
+        hps[a.label or a.method] += [k for k in a.grid if not is_condition(k, study)
+                                     and k not in hps[a.label or a.method]]
+    points: dict[tuple, set] = {}
+    for t in trials:
+        c = t.config
+        cond = tuple(repr(_norm(c.get(k))) for k in conds[t.label])
+        points.setdefault((t.label, cond), set()).add(tuple(repr(_norm(c.get(k))) for k in hps[t.label]))
+    return points
+
+
+def _choices(study, trials: list[Trial]):
+    """trial -> how many hyperparameter points its (label, condition) chooses among."""
+    conds, points = condition_keys(study), choice_points(study, trials)
+    return lambda t: len(points.get((t.label, tuple(repr(_norm(t.config.get(k))) for k in conds[t.label])), ()))
+
+
+def split_select(study, trials: list[Trial]) -> tuple[list[Trial], set[str]]:
+    """A select-then-seeds study's select-phase trials (every grid point of each (label,
+    condition) that has a choice to make, at the first ``study.select_seeds`` seeds) and
+    the labels with a choice somewhere."""
     seeds = sorted({t.seed for t in trials})
     select_seeds = set(seeds[:max(1, min(study.select_seeds, len(seeds)))])
-    choosing = {a.label or a.method for a in study.arms if hp_choices(study, a) > 1}
-    return [t.in_phase("select") for t in trials if t.seed in select_seeds and t.label in choosing], choosing
+    n = _choices(study, trials)
+    select = [t.in_phase("select") for t in trials if t.seed in select_seeds and n(t) > 1]
+    return select, {t.label for t in select}
 
 
 def planned_final(study, trials: list[Trial]) -> int:
-    """Final-phase trials of a select-then-seeds study: an arm with a choice runs one point
-    per condition and seed, so its trials divided by its number of choices."""
-    from weaklab.study import hp_choices
-
-    choices = {a.label or a.method: 0 for a in study.arms}
-    for a in study.arms:  # arms sharing a label choose one point among them all
-        choices[a.label or a.method] += hp_choices(study, a)
-    return round(sum(1 / choices[t.label] for t in trials))
+    """Final-phase trials of a select-then-seeds study: a (label, condition) with a choice
+    runs one of its points per seed, so its trials divided by its number of points."""
+    n = _choices(study, trials)
+    return round(sum(1 / max(1, n(t)) for t in trials))
 
 
 def _build_weak_data(parsed) -> list:
@@ -458,14 +491,11 @@ def _chosen_trials(study, trials: list[Trial], select_trials, sampled: bool = Fa
     new configuration per seed, parsed here (its first and only check)."""
     import pandas as pd
 
-    from weaklab.study import hp_choices, is_condition
+    from weaklab.study import hp_choices
 
     metric = study.metric
-    # arms sharing a label (two sweeps of one method) choose one point among them all
-    conditions = {(a.label or a.method): [*study.grid] for a in study.arms}
-    for a in study.arms:
-        conditions[a.label or a.method] += [k for k in a.grid if is_condition(k, study)
-                                            and k not in conditions[a.label or a.method]]
+    conditions = condition_keys(study)
+    n_points = _choices(study, trials)
     sign = 1.0 if study.mode == "max" else -1.0
     best: dict[tuple, tuple[float, dict]] = {}
     rows = select_trials if select_trials is not None else pd.DataFrame()
@@ -490,7 +520,7 @@ def _chosen_trials(study, trials: list[Trial], select_trials, sampled: bool = Fa
     for t in trials:
         c = t.config
         arm = next(a for a in study.arms if (a.label or a.method) == t.label)
-        if hp_choices(study, arm) <= 1:
+        if n_points(t) <= 1:
             out.append(t.in_phase("final"))
             continue
         chosen = best.get((t.label, tuple(repr(_norm(c.get(k))) for k in conditions[t.label])))
