@@ -20,7 +20,7 @@ trimmed, not the epochs). The claims use those final-phase rows only. Arms with 
 to choose (the baselines, the ablation rows) run only in the final phase.
 
 Noise rate 40% for mislabeling and flipping (Table 5's columns). The default dataset is
-``digits-multi`` with a small MLP so the study fits in ~20 minutes on two idle cores. The
+``digits-multi`` with a small MLP so the study fits in ~12-20 minutes on two idle cores. The
 digits recipe (``DIGITS_TRAIN``): 60 epochs with 15 warm-up (the paper's 5/20 ratio), long
 enough that BCE visibly memorises the noise (its last-epoch mAP falls below its peak),
 and, as paper 004 trains every method, RandAugment on the training inputs of every method
@@ -209,8 +209,9 @@ STUDY = register_study(Study(
     dataset="digits-multi",
     datasets=("digits-multi", "digits-multi-cells", "digits-multi-imb5", "digits-multi-imb100", "voc2007", "voc2012"),
     # 5 seeds for the paired tests (3 gave p < 0.05 only to gaps above ~2 mAP points); the
-    # δ x α grid runs its first 3: the seeds are trimmed there, not the epochs (measured
-    # 18 min 3 s for the 228 trials on two idle cores, benchmarks/RESULTS.md "Fused Adam")
+    # δ x α grid runs its first 3: the seeds are trimmed there, not the epochs. 198 trials
+    # (33 select, 165 final): 20 min 9 s on two idle cores of the slower machine kind
+    # (Intel Xeon, benchmarks/RESULTS.md "Issue 26"); 228 with the sweeps on every noise type
     seeds=5,
     metric="final.val_map",
     mode="max",
