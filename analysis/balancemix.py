@@ -112,9 +112,9 @@ def method_rows(trials: pd.DataFrame) -> dict[str, pd.DataFrame]:
 def chosen_lines(trials: pd.DataFrame) -> list[str]:
     """The (δ, α) chosen on validation per noise type."""
     bm = val_selected(trials)
-    searched = set(_grid(_phase(trials, "select"))["setting.noise"]) if "phase" in trials else set()
+    searched = set(_grid(_phase(trials, "select"))["setting.noise"])  # every noise type when no select phase
     return [f"- {noise}: δ = {g['hp.delta'].iloc[0]:g}, α = {g['hp.mixup_alpha'].iloc[0]:g} "
-            f"({g['seed'].nunique()} seed(s){'' if noise in searched or not searched else '; the paper’s point, not searched'})"
+            f"({g['seed'].nunique()} seed(s){'' if noise in searched else '; the paper’s point, not searched'})"
             for noise, g in bm.groupby("setting.noise")]
 
 

@@ -208,9 +208,15 @@ def condition_keys(study) -> dict[str, list[str]]:
     return keys
 
 
-def choice_points(study, trials: list[Trial]) -> dict[tuple, set]:
-    """(label, condition) -> the hyperparameter points its trials run: more than one is a
-    choice for the select phase; one (a sweep that covers only some noise types) is not."""
+def _condition(conds: dict[str, list[str]], label: str, config) -> tuple:
+    """The comparable values of ``config``'s condition keys for ``label`` (``condition_keys``)."""
+    return tuple(repr(_norm(config.get(k))) for k in conds[label])
+
+
+def _choices(study, trials: list[Trial]):
+    """trial -> how many hyperparameter points its (label, condition) chooses among: more
+    than one is a choice for the select phase; one (a sweep that covers only some noise
+    types) is not."""
     from weaklab.study import is_condition
 
     conds = condition_keys(study)
@@ -220,16 +226,9 @@ def choice_points(study, trials: list[Trial]) -> dict[tuple, set]:
                                      and k not in hps[a.label or a.method]]
     points: dict[tuple, set] = {}
     for t in trials:
-        c = t.config
-        cond = tuple(repr(_norm(c.get(k))) for k in conds[t.label])
-        points.setdefault((t.label, cond), set()).add(tuple(repr(_norm(c.get(k))) for k in hps[t.label]))
-    return points
-
-
-def _choices(study, trials: list[Trial]):
-    """trial -> how many hyperparameter points its (label, condition) chooses among."""
-    conds, points = condition_keys(study), choice_points(study, trials)
-    return lambda t: len(points.get((t.label, tuple(repr(_norm(t.config.get(k))) for k in conds[t.label])), ()))
+        points.setdefault((t.label, _condition(conds, t.label, t.config)), set()).add(
+            _condition(hps, t.label, t.config))
+    return lambda t: len(points.get((t.label, _condition(conds, t.label, t.config)), ()))
 
 
 def split_select(study, trials: list[Trial]) -> tuple[list[Trial], set[str]]:
@@ -508,7 +507,7 @@ def _chosen_trials(study, trials: list[Trial], select_trials, sampled: bool = Fa
         mine = rows[rows["label"] == label]
         groups: dict[tuple, list] = {}
         for _, row in mine.iterrows():
-            point = tuple(repr(_norm(row.get(k))) for k in conditions[label])
+            point = _condition(conditions, label, row)
             hp = tuple(repr(_norm(row.get(k))) for k in keys)
             groups.setdefault((point, hp), []).append(row)
         for (point, _), members in groups.items():
@@ -523,7 +522,7 @@ def _chosen_trials(study, trials: list[Trial], select_trials, sampled: bool = Fa
         if n_points(t) <= 1:
             out.append(t.in_phase("final"))
             continue
-        chosen = best.get((t.label, tuple(repr(_norm(c.get(k))) for k in conditions[t.label])))
+        chosen = best.get((t.label, _condition(conditions, t.label, c)))
         if chosen is None:
             continue
         if sampled:
