@@ -111,11 +111,12 @@ def test_every_run_option_has_help_and_its_default_from_the_dataclass(monkeypatc
 def test_planned_trials_is_what_the_runner_starts(name):
     """`weaklab studies` and `weaklab run` print the count the runner starts: for a
     select-then-seeds study, its select trials plus the final configs the runner picks from
-    them (here from select rows with random scores; arms sharing a label choose together)."""
+    them (here from select rows with random scores; arms sharing a label choose together),
+    less the chosen points' select seeds, which are stored again, not re-run."""
     import numpy as np
     import pandas as pd
 
-    from weaklab.tune.runner import _chosen_trials, planned_final, prepare, split_select
+    from weaklab.tune.runner import _carried, _chosen_trials, planned_final, prepare, split_select
 
     plan = prepare(name, build_data=False)
     study = plan.study
@@ -128,4 +129,6 @@ def test_planned_trials_is_what_the_runner_starts(name):
     rows[study.metric] = np.random.default_rng(0).random(len(rows))
     final = _chosen_trials(study, plan.trials, rows)
     assert planned_final(study, plan.trials) == len(final)
-    assert plan.planned_trials() == len(select) + len(final)
+    carried = _carried(final, rows.assign(trial_id=[f"s{i}" for i in range(len(rows))]))
+    assert carried and {final[i].seed for i in carried} == {t.seed for t in select}
+    assert plan.planned_trials() == len(select) + len(final) - len(carried)

@@ -48,6 +48,17 @@ def test_qll_compare_smoke_selects_then_reruns_seeds(smoke_study):
     js = sel[sel["method"] == "js"]
     chosen = js.loc[js["best.val_acc"].idxmax(), "hp.pi1"]
     assert (fin[fin["method"] == "js"]["hp.pi1"] == chosen).all()
+    # its seed 0 is that select trial, stored again (not re-run): same numbers, no cost of its own
+    carried = fin[fin["carried_from"] != ""]
+    assert len(carried) == 1 and carried["seed"].item() == 0 and carried["method"].item() == "js"
+    src = sel.set_index("trial_id").loc[carried["carried_from"].item()]
+    assert src["hp.pi1"] == chosen and carried["trial_id"].item() == f"{src.name}-final"
+    assert carried["best.val_acc"].item() == src["best.val_acc"] and carried["best.test_acc"].item() == src["best.test_acc"]
+    assert carried["cost.cpu_s"].isna().all() and carried["wall_s"].isna().all() and src["cost.cpu_s"] > 0
+    assert fin[fin["carried_from"] == ""]["cost.cpu_s"].gt(0).all() and (sel["carried_from"] == "").all()
+    _, epochs = load_study(study_dir)
+    ep = lambda tid: epochs[epochs["trial_id"] == tid].drop(columns="trial_id").reset_index(drop=True)
+    assert len(ep(src.name)) and ep(src.name).equals(ep(carried["trial_id"].item()))
     assert (trials["setting.mix"] == "patchmix").all() and (trials["setting.m"] == 4).all()
 
     text = open(write_report(study_dir)).read()

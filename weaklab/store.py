@@ -14,7 +14,8 @@ before the first trial: pandas, ``pyarrow.dataset``, DuckDB and Polars read the 
 whole. ``trials/`` holds one row per trial:
 
 - identity: study, trial_id, status (completed | failed | stopped), error, retries,
-  method, label, dataset, setting, seed, phase
+  method, label, dataset, setting, seed, phase, carried_from (the select-phase trial a
+  final-phase row repeats without running again, :func:`carry_trial`; '' otherwise)
 - every setting parameter, hyperparameter and training parameter of the study's setting
   and methods as its own typed column (``setting.*``, ``hp.*``, ``train.*``; from the
   dataclass fields, ``X | None`` is a nullable X; defaults resolved; a method's
@@ -59,18 +60,19 @@ if typing.TYPE_CHECKING:
     from weaklab.config import Trial
 
 STATUSES = ("completed", "failed", "stopped")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: columns inferred per file (a None value made a null-typed column); 2: one typed
 schema per study, fixed before the first trial; 3: one name per number (epoch rows lose
 their running ``best_val_*`` copies, so trials lose ``final.best_val_*`` and
-``best.best_val_*``: the value is ``best.val_*``)"""
+``best.best_val_*``: the value is ``best.val_*``); 4: ``carried_from``, the select-phase
+trial a final-phase row is (:func:`carry_trial`)"""
 VERSION_KEY = b"weaklab.schema_version"
 
 #: columns every ``trials/`` file has, beside the typed parameters and the metrics
 FIXED_TRIAL_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("study", pa.string()), ("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
     ("retries", pa.int64()), ("method", pa.string()), ("label", pa.string()), ("dataset", pa.string()),
-    ("setting", pa.string()), ("seed", pa.int64()), ("phase", pa.string()),
+    ("setting", pa.string()), ("seed", pa.int64()), ("phase", pa.string()), ("carried_from", pa.string()),
     ("epochs", pa.int64()), ("best_epoch", pa.int64()),
     ("wall_s", pa.float64()), ("cpus", pa.float64()), ("gpu_fraction", pa.float64()),
     ("device", pa.string()), ("node_ip", pa.string()), ("node_id", pa.string()), ("hostname", pa.string()),
@@ -351,7 +353,8 @@ def trial_row(*, study: str, trial_id: str, trial: Trial, status: str, history: 
         raise ValueError(f"status={status!r}; allowed: {STATUSES}")
     row: dict[str, Any] = {"study": study, "trial_id": trial_id, "status": status, "error": error,
                            "method": trial.method, "label": trial.label, "dataset": trial.dataset,
-                           "setting": trial.setting, "seed": trial.seed, "phase": trial.config.get("phase", "")}
+                           "setting": trial.setting, "seed": trial.seed, "phase": trial.config.get("phase", ""),
+                           "carried_from": ""}
     row.update(trial.columns())
     numeric = lambda d: {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if history:
@@ -405,6 +408,34 @@ def write_trial(study_dir: str, row: dict[str, Any], history: Iterable[dict[str,
         _atomic_write(table, fs, f"{base.rstrip('/')}/epochs/{tid}.parquet")
     table = pa.Table.from_pylist([_conform(row, schema.trials, FAMILIES)], schema=schema.trials)
     _atomic_write(table, fs, f"{base.rstrip('/')}/trials/{tid}.parquet")
+
+
+def carry_trial(study_dir: str, trial_id: str, new_id: str, *, phase: str) -> None:
+    """Store trial ``trial_id`` of ``study_dir`` again as ``new_id`` in ``phase``, naming it
+    in ``carried_from``: a select-then-seeds study's final phase holds the select trials of
+    its chosen points without training them twice (same config and seed; training is
+    deterministic given both). The copy ran nothing, so its ``wall_s`` and ``cost.*`` are
+    null: the select row holds what the run cost, and cost sums count it once. Epochs
+    first, the trials file last, as :func:`write_trial`."""
+    fs, base = filesystem(study_dir)
+    base = base.rstrip("/")
+
+    def replaced(table: pa.Table, values: dict[str, Any]) -> pa.Table:
+        for name, v in values.items():
+            i = table.schema.get_field_index(name)
+            typ = table.schema.field(i).type if i >= 0 else dict(FIXED_TRIAL_COLUMNS)[name]
+            col = pa.array([v] * table.num_rows, type=typ)
+            table = table.set_column(i, name, col) if i >= 0 else table.append_column(name, col)
+        return table
+
+    epochs = f"{base}/epochs/{trial_id}.parquet"
+    if fs.get_file_info(epochs).type == pafs.FileType.File:
+        table = replaced(pq.read_table(epochs, filesystem=fs), {"trial_id": new_id})
+        _atomic_write(table, fs, f"{base}/epochs/{new_id}.parquet")
+    costs = {c: None for c, _ in FIXED_TRIAL_COLUMNS if c.startswith("cost.")}
+    table = replaced(pq.read_table(f"{base}/trials/{trial_id}.parquet", filesystem=fs),
+                     {"trial_id": new_id, "phase": phase, "carried_from": trial_id, "wall_s": None, **costs})
+    _atomic_write(table, fs, f"{base}/trials/{new_id}.parquet")
 
 
 def _schema_of_row(row: dict[str, Any]) -> StudySchema:

@@ -166,7 +166,8 @@ class Plan:
 
     def planned_trials(self, opts: "RunOptions | None" = None) -> int:
         """Tune trials the run starts: every config (grid), or a select-then-seeds study's
-        select trials plus one final trial per seed at each arm's chosen point."""
+        select trials plus one final trial per seed at each arm's chosen point, less those
+        the select phase already ran (``planned_carried``)."""
         opts = opts or RunOptions()
         if not self.study.select_then_seeds:
             if opts.search == "optuna":
@@ -175,7 +176,7 @@ class Plan:
                 return planned_trials(self.study, self.configs, opts, sets=self.sets, data_root=self.data_root)
             return len(self.trials)
         select, _ = split_select(self.study, self.trials)
-        return len(select) + planned_final(self.study, self.trials)
+        return len(select) + planned_final(self.study, self.trials) - planned_carried(self.study, self.trials)
 
 
 def prepare(name: str, *, smoke: bool = False, dataset: str | None = None, data_root: str | None = None,
@@ -247,6 +248,14 @@ def planned_final(study, trials: list[Trial]) -> int:
     runs one of its points per seed, so its trials divided by its number of points."""
     n = _choices(study, trials)
     return round(sum(1 / max(1, n(t)) for t in trials))
+
+
+def planned_carried(study, trials: list[Trial]) -> int:
+    """Final-phase trials the select phase already ran: a (label, condition) with a choice
+    has its chosen point's select seeds done (``_carried``), one per select seed."""
+    select, _ = split_select(study, trials)
+    n = _choices(study, trials)
+    return round(sum(1 / n(t) for t in select))
 
 
 def _build_weak_data(parsed) -> list:
@@ -458,9 +467,48 @@ def _run_select_then_seeds(study, trials: list[Trial], study_dir: str, opts: Run
              search=search)
         rows = _phase_rows(study_dir, "select")
     final = _chosen_trials(study, trials, rows, sampled=search is not None)
-    _fit(study, final, study_dir, dataclasses.replace(opts, resume=opts.resume and _has_state(opts, f"{base}-final")),
-         experiment=f"{base}-final", phase="final", schema=schema)
+    carried = _carried(final, rows)
+    run = [t for i, t in enumerate(final) if i not in carried]
+    if opts.verbose and carried:
+        print(f"weaklab: final phase: {len(run)} trials to run; {len(carried)} are select trials of the chosen "
+              f"points (same config and seed), stored again without training them twice", flush=True)
+    if run:
+        _fit(study, run, study_dir, dataclasses.replace(opts, resume=opts.resume and _has_state(opts, f"{base}-final")),
+             experiment=f"{base}-final", phase="final", schema=schema)
+    from weaklab import store
+
+    # after the fit: before it, a fresh final phase would find these rows and refuse to start
+    for sid in carried.values():
+        store.carry_trial(study_dir, sid, f"{sid}-final", phase="final")
     return study_dir
+
+
+def _carried(final: list[Trial], select_rows) -> dict[int, str]:
+    """Index in ``final`` -> the completed select trial it is (``_stored_as``, phase aside).
+    A trial is deterministic given its config and seed (a chosen point's select and final
+    rows were bit-identical in every metric, benchmarks/RESULTS.md "Issue 26"), so the
+    final phase stores those rows again (``store.carry_trial``) instead of re-running them."""
+    if select_rows is None or not len(select_rows):
+        return {}
+    done = select_rows[select_rows["status"] == "completed"]
+    by = {k: g.to_dict("records") for k, g in done.groupby(["label", "seed"])}
+    out = {}
+    for i, t in enumerate(final):
+        sid = _stored_as(t, by.get((t.label, t.seed), []), phase=False)
+        if sid is not None:
+            out[i] = sid
+    return out
+
+
+def _stored_as(t: Trial, rows: list[dict], *, phase: bool = True) -> str | None:
+    """The id of the first of ``rows`` (one label and seed) that is trial ``t``: the same
+    ``setting.``/``hp.``/``train.`` value for every such key of its config (and the same
+    phase, with ``phase``)."""
+    keys = [k for k in t.config if k.startswith(("setting.", "hp.", "train.")) or (phase and k == "phase")]
+    for r in rows:
+        if all(_same_value(r.get(k), t.config[k]) for k in keys if k in r):
+            return r["trial_id"]
+    return None
 
 
 def _phase_rows(study_dir: str, phase: str):
@@ -575,16 +623,8 @@ def _not_stored(trials: list[Trial], study_dir: str) -> list[Trial]:
     if not store.stored_trial_ids(study_dir):
         return list(trials)
     rows = store.load_study(study_dir)[0]
-    by = {k: g for k, g in rows.groupby(["label", "seed"])}
-    out = []
-    for t in trials:
-        g = by.get((t.label, t.seed))
-        keys = [k for k in t.config if k.startswith(("setting.", "hp.", "train.")) or k == "phase"]
-        hit = g is not None and any(all(_same_value(r.get(k), t.config[k]) for k in keys if k in r)
-                                    for r in g.to_dict("records"))
-        if not hit:
-            out.append(t)
-    return out
+    by = {k: g.to_dict("records") for k, g in rows.groupby(["label", "seed"])}
+    return [t for t in trials if _stored_as(t, by.get((t.label, t.seed), [])) is None]
 
 
 def _same_value(stored, given) -> bool:

@@ -174,7 +174,11 @@ def weaklab_trainable(config: dict[str, Any]) -> None:
         # keeps what it spent up to its last report
         meta = {**meta_static, "wall_s": time.perf_counter() - t0, "keys": list(row), "last": last,
                 "cost": cost.read()}
-        if last:
+        if last and restore is not None:
+            # the driver holds every epoch it was sent; a trial resumed from a checkpoint
+            # (after a lost driver or worker) sends the epochs before it once. Not on every
+            # trial: Tune keeps the last checkpoint's report in its experiment state, which
+            # it rewrites at each forced snapshot, and a history was 61 of its 65 KB a trial
             meta["history"] = json.dumps(history)
         return {**row, **selected_so_far(history), "weaklab": meta}
 
