@@ -209,9 +209,10 @@ STUDY = register_study(Study(
     dataset="digits-multi",
     datasets=("digits-multi", "digits-multi-cells", "digits-multi-imb5", "digits-multi-imb100", "voc2007", "voc2012"),
     # 5 seeds for the paired tests (3 gave p < 0.05 only to gaps above ~2 mAP points); the
-    # δ x α grid runs its first 3: the seeds are trimmed there, not the epochs. 198 trials
-    # (33 select, 165 final): 20 min 9 s on two idle cores of the slower machine kind
-    # (Intel Xeon, benchmarks/RESULTS.md "Issue 26"); 228 with the sweeps on every noise type
+    # δ x α grid runs its first 3: the seeds are trimmed there, not the epochs. 198 rows
+    # (33 select, 165 final, 6 of them the chosen points' select trials stored again): 192
+    # Tune trials, 17 min 29 s on two idle cores of the slower machine kind (Intel Xeon,
+    # benchmarks/RESULTS.md "Issue 26"); 228 with the sweeps on every noise type
     seeds=5,
     metric="final.val_map",
     mode="max",

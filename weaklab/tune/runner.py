@@ -466,6 +466,8 @@ def _run_select_then_seeds(study, trials: list[Trial], study_dir: str, opts: Run
         _fit(study, select, study_dir, opts, experiment=f"{base}-select", phase="select", schema=schema,
              search=search)
         rows = _phase_rows(study_dir, "select")
+    from weaklab import store
+
     final = _chosen_trials(study, trials, rows, sampled=search is not None)
     carried = _carried(final, rows)
     run = [t for i, t in enumerate(final) if i not in carried]
@@ -475,8 +477,6 @@ def _run_select_then_seeds(study, trials: list[Trial], study_dir: str, opts: Run
     if run:
         _fit(study, run, study_dir, dataclasses.replace(opts, resume=opts.resume and _has_state(opts, f"{base}-final")),
              experiment=f"{base}-final", phase="final", schema=schema)
-    from weaklab import store
-
     # after the fit: before it, a fresh final phase would find these rows and refuse to start
     for sid in carried.values():
         store.carry_trial(study_dir, sid, f"{sid}-final", phase="final")
@@ -490,14 +490,18 @@ def _carried(final: list[Trial], select_rows) -> dict[int, str]:
     final phase stores those rows again (``store.carry_trial``) instead of re-running them."""
     if select_rows is None or not len(select_rows):
         return {}
-    done = select_rows[select_rows["status"] == "completed"]
-    by = {k: g.to_dict("records") for k, g in done.groupby(["label", "seed"])}
+    by = _by_label_seed(select_rows[select_rows["status"] == "completed"])
     out = {}
     for i, t in enumerate(final):
         sid = _stored_as(t, by.get((t.label, t.seed), []), phase=False)
         if sid is not None:
             out[i] = sid
     return out
+
+
+def _by_label_seed(rows) -> dict[tuple, list[dict]]:
+    """Stored rows as records per (label, seed), the candidates ``_stored_as`` compares."""
+    return {k: g.to_dict("records") for k, g in rows.groupby(["label", "seed"])}
 
 
 def _stored_as(t: Trial, rows: list[dict], *, phase: bool = True) -> str | None:
@@ -622,8 +626,7 @@ def _not_stored(trials: list[Trial], study_dir: str) -> list[Trial]:
 
     if not store.stored_trial_ids(study_dir):
         return list(trials)
-    rows = store.load_study(study_dir)[0]
-    by = {k: g.to_dict("records") for k, g in rows.groupby(["label", "seed"])}
+    by = _by_label_seed(store.load_study(study_dir)[0])
     return [t for t in trials if _stored_as(t, by.get((t.label, t.seed), [])) is None]
 
 
